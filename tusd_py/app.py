@@ -1,0 +1,115 @@
+"""Assembles the ASGI app from a Config: stores, handler, routes, middleware, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from tusd_py import protocol as p
+from tusd_py.config import Config
+from tusd_py.handlers import TusHandler, error_response
+from tusd_py.locks.base import Locker
+from tusd_py.locks.memory import MemoryLocker
+from tusd_py.middleware import TusHeadersMiddleware
+from tusd_py.state import open_state_store
+from tusd_py.storage.files import FileStore
+from tusd_py.sweeper import Sweeper
+
+logger = logging.getLogger("tusd_py")
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"]
+EXPOSE_HEADERS = [
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Concat",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Complete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+]
+
+
+def build_handler(config: Config) -> TusHandler:
+    state = open_state_store(config)
+    data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size)
+    locker: Locker
+    if config.redis_url:
+        from tusd_py.locks.redis import RedisLocker
+        from tusd_py.state.redis import RedisStateStore
+
+        assert isinstance(state, RedisStateStore)
+        locker = RedisLocker(state.client, prefix=config.redis_prefix)
+    else:
+        locker = MemoryLocker()
+    return TusHandler(config, state, data, locker)
+
+
+def create_app(config: Config) -> Starlette:
+    handler = build_handler(config)
+    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweeper.run()) if config.expire_after > 0 else None
+        try:
+            yield
+        finally:
+            handler.shutdown()
+            if task is not None:
+                task.cancel()
+            await handler.locker.close()
+            await handler.state.close()
+
+    async def state_unavailable(request: Request, exc: Exception) -> Response:
+        logger.error("state store error: %s", exc)
+        return error_response(p.ERR_STATE_UNAVAILABLE(Retry_After="1"), method=request.method)
+
+    async def greeting(request: Request) -> Response:
+        return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
+
+    base = config.base_path
+    routes = [
+        Route(base, handler.creation_endpoint, methods=ALL_METHODS),
+        Route(base + "{upload_id}", handler.upload_endpoint, methods=ALL_METHODS),
+    ]
+    if base != "/":
+        routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
+        routes.append(Route("/", greeting))
+    middleware = [
+        Middleware(TusHeadersMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=EXPOSE_HEADERS,
+            max_age=86400,
+        ),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={RedisError: state_unavailable},
+    )
+    app.state.tus = handler
+    app.state.sweeper = sweeper
+    return app

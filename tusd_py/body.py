@@ -1,0 +1,103 @@
+"""Reading a request body as it arrives, with a way out.
+
+`BodyReader` yields the chunks of an ASGI request body. It stops early, without
+losing what it already yielded, when the client disconnects, when no byte has
+come for `idle_timeout` seconds, or when someone interrupts it: another request
+that wants the upload's lock, or a server shutdown. Interrupting cancels only
+the pending `receive()`, never a write or a commit in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from starlette.types import Receive
+
+from tusd_py.protocol import ERR_READ_TIMEOUT, ERR_UPLOAD_INTERRUPTED, TusError
+
+STALLED_AFTER = 0.5  # seconds without a byte after which a holder counts as stalled
+
+
+class BodyReader:
+    def __init__(self, receive: Receive, *, idle_timeout: float, release_grace: float) -> None:
+        self._receive = receive
+        self._idle_timeout = idle_timeout
+        self._release_grace = release_grace
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._receiving = False
+        self._cancelled_by_us = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self.last_activity = self._loop.time()
+        self.received = 0
+        self.complete = False  # the whole body arrived
+        self.disconnected = False  # the client went away mid-body
+        self.error: TusError | None = None  # why reading was cut short by us
+
+    @property
+    def stopped_early(self) -> bool:
+        return not self.complete
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._task = asyncio.current_task()
+        self._arm_timer()
+        try:
+            while self.error is None:
+                self._receiving = True
+                try:
+                    message = await self._receive()
+                except asyncio.CancelledError:
+                    if not self._cancelled_by_us:
+                        raise
+                    self._cancelled_by_us = False
+                    if self._task is not None:
+                        self._task.uncancel()
+                    return
+                finally:
+                    self._receiving = False
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    return
+                body: bytes = message.get("body", b"")
+                if body:
+                    self.last_activity = self._loop.time()
+                    self.received += len(body)
+                    yield body
+                if not message.get("more_body", False):
+                    self.complete = True
+                    return
+        finally:
+            for timer in (self._timer, self._grace_timer):
+                if timer is not None:
+                    timer.cancel()
+
+    def interrupt(self, error: TusError) -> None:
+        """Stop reading now; the bytes already yielded stay valid."""
+        if self.complete or self.disconnected or self.error is not None:
+            return
+        self.error = error
+        if self._receiving and self._task is not None:
+            self._cancelled_by_us = True
+            self._task.cancel()
+
+    def request_release(self) -> None:
+        """Another request wants this upload: cut a stalled body at once, a live one after a grace."""
+        if self.complete or self.error is not None or self._grace_timer is not None:
+            return
+        if self._loop.time() - self.last_activity >= STALLED_AFTER:
+            self.interrupt(ERR_UPLOAD_INTERRUPTED())
+        else:
+            self._grace_timer = self._loop.call_later(self._release_grace, self.interrupt, ERR_UPLOAD_INTERRUPTED())
+
+    def _arm_timer(self) -> None:
+        if self._idle_timeout > 0:
+            self._timer = self._loop.call_at(self.last_activity + self._idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._loop.time() - self.last_activity >= self._idle_timeout:
+            self.interrupt(ERR_READ_TIMEOUT())
+        else:
+            self._arm_timer()
+

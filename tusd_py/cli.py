@@ -1,0 +1,106 @@
+"""The `tusd-py` command: flags (or TUSD_PY_<FLAG> variables) -> Config -> uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+import click
+import uvicorn
+
+from tusd_py.app import create_app
+from tusd_py.config import Config
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, plus: on SIGINT/SIGTERM, running upload bodies stop and commit what they have.
+
+    uvicorn alone would wait for every in-flight request to end by itself, which a
+    PATCH of a large file may not do for a long time.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: callable) -> None:  # type: ignore[valid-type]
+        super().__init__(config)
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_exit)
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip()) or ("*",)
+
+
+@click.command(context_settings={"auto_envvar_prefix": "TUSD_PY", "show_default": True})
+@click.option("--host", default="127.0.0.1", show_envvar=True, help="Address to listen on.")
+@click.option("--port", default=1080, type=int, show_envvar=True, help="Port to listen on.")
+@click.option("--base-path", default="/files/", show_envvar=True, help="URL path of the creation endpoint.")
+@click.option("--dir", "data_dir", default="./data", type=click.Path(path_type=Path), show_envvar=True, help="Where upload data (and the embedded state) is stored.")
+@click.option("--redis-url", default=None, show_envvar=True, help="Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state.")
+@click.option("--max-size", default=0, type=click.IntRange(min=0), show_envvar=True, help="Largest upload in bytes (0 = no limit).")
+@click.option("--expire-after", default=86400.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds an unfinished upload lives after its last write (0 = never).")
+@click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
+@click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
+@click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
+@click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
+@click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
+def main(
+    host: str,
+    port: int,
+    base_path: str,
+    data_dir: Path,
+    redis_url: str | None,
+    max_size: int,
+    expire_after: float,
+    cors_origins: str,
+    behind_proxy: bool,
+    fsync: bool,
+    network_timeout: float,
+    log_level: str,
+) -> None:
+    """Serve tus 1.0.0 resumable uploads."""
+    config = Config(
+        host=host,
+        port=port,
+        base_path=base_path,
+        data_dir=data_dir,
+        redis_url=redis_url or None,
+        max_size=max_size,
+        expire_after=expire_after,
+        cors_origins=_origins(cors_origins),
+        behind_proxy=behind_proxy,
+        fsync=fsync,
+        network_timeout=network_timeout,
+        log_level=log_level,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    handler = app.state.tus
+    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}")
+    click.echo(f"  data directory: {config.data_dir.resolve()}")
+    click.echo(f"  state: {handler.state.name}, locks: {handler.locker.name}")
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=config.shutdown_timeout,
+        server_header=False,
+        access_log=log_level == "debug",
+    )
+    server = GracefulServer(uv_config, on_exit=handler.shutdown)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Every setting of the server in one place, with its default.
+
+The command line (`cli.py`) fills this in from flags and `TUSD_PY_*` variables;
+tests build it directly and pass it to `create_app`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 1080
+    base_path: str = "/files/"
+    data_dir: Path = field(default_factory=lambda: Path("./data"))
+    redis_url: str | None = None  # None: the embedded SQLite state store
+    redis_prefix: str = "tusd-py:"
+    max_size: int = 0  # bytes; 0 = no limit
+    expire_after: float = 86400.0  # seconds an unfinished upload lives after its last write; 0 = never
+    sweep_interval: float = 60.0  # how often expired uploads are looked for
+    cors_origins: tuple[str, ...] = ("*",)
+    behind_proxy: bool = False
+    fsync: bool = False
+    log_level: str = "info"
+    lock_wait: float = 3.0  # how long a request waits for an upload's lock before 423
+    release_grace: float = 1.0  # how long a busy holder may go on after another request asks for its lock
+    network_timeout: float = 60.0  # idle seconds allowed between two reads of a request body
+    shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
+    write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.base_path.startswith("/"):
+            self.base_path = "/" + self.base_path
+        if not self.base_path.endswith("/"):
+            self.base_path += "/"
+        if self.max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        if self.expire_after < 0:
+            raise ValueError("expire_after must be >= 0")

@@ -1,0 +1,120 @@
+"""GET on an upload: its bytes as a download (not part of tus, but every server has it).
+
+Only committed bytes are served: everything below the committed offset is never
+written again, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tusd_py import protocol as p
+from tusd_py.state.base import Upload
+from tusd_py.storage.base import DataStore
+
+# Types a browser may render inline without risk (tusd's list); everything else is an attachment.
+SAFE_TYPES = frozenset(
+    {
+        "text/plain",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/bmp",
+        "image/webp",
+        "audio/wave",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/x-pn-wav",
+        "audio/webm",
+        "audio/ogg",
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+        "application/ogg",
+    }
+)
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+
+def content_type(metadata: dict[str, bytes]) -> tuple[str, bool]:
+    """(Content-Type, inline?) from the `filetype` metadata."""
+    filetype = metadata.get("filetype", b"").decode("ascii", "replace").split(";")[0].strip().lower()
+    if filetype in SAFE_TYPES:
+        return filetype, True
+    return "application/octet-stream", False
+
+
+def safe_filename(raw: bytes) -> str:
+    """A file name fit for a header: no path, no control or quote characters."""
+    name = raw.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C" and ch not in '"')
+    return name.strip().strip(".") or "download"
+
+
+def content_disposition(metadata: dict[str, bytes], inline: bool) -> str:
+    """RFC 6266: an ASCII fallback in `filename`, the real name in `filename*`."""
+    disposition = "inline" if inline else "attachment"
+    raw = metadata.get("filename")
+    if raw is None:
+        return disposition
+    name = safe_filename(raw)
+    fallback = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single `bytes=` range as [start, end); None means serve everything.
+
+    Several ranges, or a malformed header, are ignored (RFC 9110 allows that);
+    a well-formed range outside the content is a 416.
+    """
+    if header is None:
+        return None
+    match = _RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise p.ERR_RANGE_NOT_SATISFIABLE(Content_Range=f"bytes */{size}")
+        return max(size - suffix, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or (last and int(last) < start):
+        raise p.ERR_RANGE_NOT_SATISFIABLE(Content_Range=f"bytes */{size}")
+    return start, end
+
+
+def download_response(request: Request, upload: Upload, data: DataStore) -> Response:
+    size = upload.offset
+    try:
+        metadata = p.parse_metadata(upload.metadata)
+    except p.TusError:
+        metadata = {}
+    media_type, inline = content_type(metadata)
+    headers = {
+        "Content-Disposition": content_disposition(metadata, inline),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "no-store" if not upload.finished else "private, max-age=0",
+    }
+    byte_range = parse_range(request.headers.get("range"), size)
+    start, end = byte_range if byte_range is not None else (0, size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if start == end:
+        return Response(b"", status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(data.read(upload.id, start, end), status_code=status, headers=headers, media_type=media_type)

@@ -1,0 +1,429 @@
+"""The tus protocol handler: HTTP in, spec rules applied, stores called.
+
+It knows requests, headers and status codes, and talks to the state store,
+the data store and the locker only through their interfaces (see `state/`,
+`storage/`, `locks/`). Every error it answers with comes from the table in
+`protocol.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusd_py import protocol as p
+from tusd_py.body import BodyReader
+from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
+from tusd_py.config import Config
+from tusd_py.download import download_response
+from tusd_py.locks.base import Lock, Locker, LockTimeout
+from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.storage.base import DataStore
+from tusd_py.urls import upload_url
+
+logger = logging.getLogger("tusd_py")
+
+COMMIT_INTERVAL = 1.0  # seconds between offset commits while a long body streams in
+UPLOAD_METHODS = "GET, HEAD, PATCH, DELETE, OPTIONS"
+
+
+def error_response(error: p.TusError, *, method: str = "GET") -> Response:
+    """One line of text (`ERR_CODE: message`); HEAD answers carry no body."""
+    body = b"" if method == "HEAD" else f"{error}\n".encode()
+    response = Response(body, status_code=error.status, media_type="text/plain; charset=utf-8")
+    for name, value in error.headers:
+        response.headers[name] = value
+    if error.status == 412:
+        response.headers["Tus-Version"] = p.TUS_VERSION
+    return response
+
+
+@dataclass
+class BodyResult:
+    """What storing one request body came to."""
+
+    upload: Upload  # as committed afterwards (offset, expiry)
+    error: p.TusError | None = None  # the answer, when not plain success
+    close: bool = False  # the body was not read to its end: close the connection
+
+
+class TusHandler:
+    def __init__(self, config: Config, state: StateStore, data: DataStore, locker: Locker) -> None:
+        self.config = config
+        self.state = state
+        self.data = data
+        self.locker = locker
+        self.readers: set[BodyReader] = set()
+        self.shutting_down = False
+        self.extensions = self._extensions()
+        self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
+
+    def _extensions(self) -> str:
+        names = ["creation", "creation-with-upload", "creation-defer-length", "termination", "checksum"]
+        if self.config.expire_after > 0:
+            names.append("expiration")
+        return ",".join(names)
+
+    # -- routing -------------------------------------------------------------------
+
+    async def creation_endpoint(self, request: Request) -> Response:
+        method = self._method(request)
+        return await self._dispatch(request, method, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
+
+    async def upload_endpoint(self, request: Request) -> Response:
+        method = self._method(request)
+        handlers = {"HEAD": self.head, "PATCH": self.patch, "DELETE": self.delete, "GET": self.get, "OPTIONS": self.options}
+        return await self._dispatch(request, method, handlers, UPLOAD_METHODS)
+
+    @staticmethod
+    def _method(request: Request) -> str:
+        # Browsers and proxies that only allow GET and POST send the real method here (as tusd: POST only).
+        override = request.headers.get("x-http-method-override")
+        if request.method == "POST" and override:
+            return override.strip().upper()
+        return request.method
+
+    async def _dispatch(
+        self,
+        request: Request,
+        method: str,
+        handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+        allow: str,
+    ) -> Response:
+        handler = handlers.get(method)
+        try:
+            if handler is None:
+                raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
+            if method != "OPTIONS":
+                self._check_version(request, method)
+            return await handler(request)
+        except p.TusError as error:
+            return error_response(error, method=method)
+
+    @staticmethod
+    def _check_version(request: Request, method: str) -> None:
+        version = request.headers.get("tus-resumable")
+        if version is None:
+            if method in ("GET", "HEAD"):  # tusd exempts these: browsers and plain HTTP tools read uploads too
+                return
+            raise p.ERR_UNSUPPORTED_VERSION()
+        if version.strip() != p.TUS_VERSION:
+            raise p.ERR_UNSUPPORTED_VERSION()
+
+    # -- helpers -------------------------------------------------------------------
+
+    async def _load(self, upload_id: str) -> Upload:
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()  # checked before any store is asked: ids never reach the disk unchecked
+        upload = await self.state.get(upload_id)
+        if upload is None:
+            raise p.ERR_NOT_FOUND()
+        if upload.state == EXPIRED or (upload.expires is not None and upload.expires <= time.time()):
+            raise p.ERR_GONE()
+        return upload
+
+    def _expiry(self, finished: bool) -> float | None:
+        if finished or self.config.expire_after <= 0:
+            return None
+        return time.time() + self.config.expire_after
+
+    @staticmethod
+    def _expires_header(headers: dict[str, str], upload: Upload) -> None:
+        if upload.expires is not None and not upload.finished:
+            headers["Upload-Expires"] = p.format_http_date(upload.expires)
+
+    def _lock(self, upload_id: str, reader: BodyReader | None = None):  # type: ignore[no-untyped-def]
+        release = reader.request_release if reader is not None else None
+        return self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
+
+    # -- OPTIONS -------------------------------------------------------------------
+
+    async def options(self, request: Request) -> Response:
+        headers = {
+            "Tus-Version": p.TUS_VERSION,
+            "Tus-Extension": self.extensions,
+            "Tus-Checksum-Algorithm": ",".join(ALGORITHMS),
+        }
+        if self.config.max_size:
+            headers["Tus-Max-Size"] = str(self.config.max_size)
+        # 200 rather than 204, as tusd: some browsers reject 204 answers to preflights.
+        return Response(status_code=200, headers=headers)
+
+    # -- POST (creation, creation-with-upload, creation-defer-length) --------------
+
+    async def post(self, request: Request) -> Response:
+        headers = request.headers
+        concat = p.parse_concat(headers.get("upload-concat"))
+        if concat is not None:
+            raise p.ERR_INVALID_CONCAT("concatenation is not supported")
+        length = self._creation_length(request)
+        metadata_header = headers.get("upload-metadata")
+        p.parse_metadata(metadata_header)
+        has_body = headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+        content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
+        checksum = None
+        if has_body:
+            self._check_body_fits(0, length, content_length)
+            checksum = self._checksum(request)
+        now = time.time()
+        upload = Upload(
+            id=p.new_upload_id(),
+            length=length,
+            metadata=metadata_header,
+            created=now,
+            expires=self._expiry(length == 0),
+            state=FINISHED if length == 0 else "created",
+        )
+        await self.data.create(upload.id)
+        if not await self.state.create(upload):  # an id collision: 128 random bits make it a bug
+            raise RuntimeError("upload id collision")
+        response_headers = {"Location": upload_url(request, self.config, upload.id)}
+        if upload.finished:
+            await self._finished(upload)
+        elif has_body:
+            result = await self._store_body(request, upload, checksum)
+            upload = result.upload
+            response_headers["Upload-Offset"] = str(upload.offset)
+            # Interrupted bodies still get 201: the client learns the URL and resumes (CU-03).
+            if result.error is not None and result.error.status in (413, 460, 503, 507):
+                raise result.error.with_headers(**response_headers)
+        self._expires_header(response_headers, upload)
+        return Response(status_code=201, headers=response_headers)
+
+    def _creation_length(self, request: Request) -> int | None:
+        length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        defer = request.headers.get("upload-defer-length")
+        if length is not None and defer is not None:
+            raise p.ERR_AMBIGUOUS_UPLOAD_LENGTH()
+        if defer is not None and defer.strip() != "1":
+            raise p.ERR_INVALID_UPLOAD_LENGTH_DEFER()
+        if length is None and defer is None:
+            raise p.ERR_INVALID_UPLOAD_LENGTH()
+        if length is not None and self.config.max_size and length > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+        return length
+
+    def _room(self, offset: int, length: int | None) -> int | None:
+        """How many more bytes the upload may take: up to its length, or max-size while deferred."""
+        if length is not None:
+            return length - offset
+        if self.config.max_size:
+            return max(self.config.max_size - offset, 0)
+        return None
+
+    def _check_body_fits(self, offset: int, length: int | None, content_length: int | None) -> None:
+        room = self._room(offset, length)
+        if content_length is not None and room is not None and content_length > room:
+            raise p.ERR_UPLOAD_SIZE_EXCEEDED() if length is not None else p.ERR_MAX_SIZE_EXCEEDED()
+
+    @staticmethod
+    def _checksum(request: Request) -> tuple[Hasher, bytes] | None:
+        parsed = p.parse_checksum(request.headers.get("upload-checksum"))
+        if parsed is None:
+            return None
+        algorithm, digest = parsed
+        return new_hasher(algorithm), digest
+
+    # -- HEAD ----------------------------------------------------------------------
+
+    async def head(self, request: Request) -> Response:
+        upload = await self._load(request.path_params["upload_id"])
+        headers = {"Cache-Control": "no-store"}
+        if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
+            headers["Upload-Offset"] = str(upload.offset)
+        if upload.length is not None:
+            headers["Upload-Length"] = str(upload.length)
+        else:
+            headers["Upload-Defer-Length"] = "1"
+        if upload.metadata is not None:
+            headers["Upload-Metadata"] = upload.metadata
+        if upload.concat is not None:
+            headers["Upload-Concat"] = upload.concat
+        self._expires_header(headers, upload)
+        return Response(status_code=200, headers=headers)
+
+    # -- PATCH ---------------------------------------------------------------------
+
+    async def patch(self, request: Request) -> Response:
+        headers = request.headers
+        upload_id = request.path_params["upload_id"]
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        if headers.get("content-type", "").split(";")[0].strip().lower() != p.OFFSET_CONTENT_TYPE:
+            raise p.ERR_INVALID_CONTENT_TYPE()
+        offset = p.parse_uint(headers.get("upload-offset"), p.ERR_INVALID_OFFSET)
+        if offset is None:
+            raise p.ERR_INVALID_OFFSET()
+        declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
+        checksum = self._checksum(request)
+        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        try:
+            async with self._lock(upload_id, reader) as lock:
+                upload = await self._load(upload_id)
+                if upload.final:
+                    raise p.ERR_MODIFY_FINAL()
+                if offset != upload.offset:
+                    raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+                if declared is not None:
+                    upload = await self._declare_length(upload, declared)
+                response_headers: dict[str, str] = {}
+                if upload.finished:
+                    # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                    if declared is not None:  # declaring the length completed it (checklist DL-08)
+                        await self._finished(upload)
+                    response_headers["Upload-Offset"] = str(upload.offset)
+                    return Response(status_code=204, headers=response_headers)
+                self._check_body_fits(offset, upload.length, content_length)
+                result = await self._write_body(upload, reader, lock, checksum)
+        except LockTimeout:
+            raise p.ERR_UPLOAD_LOCKED() from None
+        if result.error is not None:
+            raise result.error.with_headers(Connection="close") if result.close else result.error
+        response_headers["Upload-Offset"] = str(result.upload.offset)
+        self._expires_header(response_headers, result.upload)
+        return Response(status_code=204, headers=response_headers)
+
+    async def _declare_length(self, upload: Upload, length: int) -> Upload:
+        if upload.length is not None or length < upload.offset:
+            raise p.ERR_INVALID_LENGTH_CHANGE()
+        if self.config.max_size and length > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+        if not await self.state.declare_length(upload.id, length):
+            raise p.ERR_INVALID_LENGTH_CHANGE()
+        return upload.replace(length=length)
+
+    async def _store_body(self, request: Request, upload: Upload, checksum: tuple[Hasher, bytes] | None) -> BodyResult:
+        """creation-with-upload: the POST body goes through the same path as a PATCH."""
+        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        try:
+            async with self._lock(upload.id, reader) as lock:
+                return await self._write_body(upload, reader, lock, checksum)
+        except LockTimeout:
+            return BodyResult(upload, p.ERR_UPLOAD_LOCKED())
+
+    async def _write_body(
+        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: tuple[Hasher, bytes] | None
+    ) -> BodyResult:
+        """Stream the body to disk at the upload's offset and commit what may be committed.
+
+        Without a checksum, every byte that reached the disk is committed, also when
+        the client goes away or the reader is interrupted (checklist C-30), and the
+        offset is committed every COMMIT_INTERVAL on the way, so a crash loses little.
+        With a checksum nothing is committed unless the whole body arrived and matched.
+        """
+        loop = asyncio.get_running_loop()
+        room = self._room(upload.offset, upload.length)
+        writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
+        current = upload
+        next_commit = loop.time() + COMMIT_INTERVAL
+        overflow = lost = False
+        self.readers.add(reader)
+        if self.shutting_down:
+            reader.interrupt(p.ERR_SERVER_SHUTDOWN())
+        try:
+            async for chunk in reader:
+                if room is not None and writer.position - upload.offset + len(chunk) > room:
+                    overflow = True
+                    break
+                if not lock.valid():
+                    lost = True
+                    break
+                await writer.write(chunk)
+                if writer.error is not None:
+                    break
+                if checksum is None and loop.time() >= next_commit:
+                    current = await self._commit(current, await writer.checkpoint())
+                    next_commit = loop.time() + COMMIT_INTERVAL
+        finally:
+            self.readers.discard(reader)
+            written = await writer.finish()
+
+        if overflow:
+            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.length is not None else p.ERR_MAX_SIZE_EXCEEDED()
+            return BodyResult(current, error, close=True)
+        if lost or not lock.valid():
+            return BodyResult(current, p.ERR_LOCK_LOST(), close=True)
+        if checksum is not None:
+            if reader.stopped_early or writer.error is not None:
+                error = reader.error or self._storage_error(writer.error) or p.ERR_UNEXPECTED_EOF()
+                return BodyResult(current, error, close=True)
+            hasher, expected = checksum
+            if hasher.digest() != expected:
+                return BodyResult(current, p.ERR_CHECKSUM_MISMATCH())
+        current = await self._commit(current, written)
+        if current.finished:
+            await self._finished(current)
+        if writer.error is not None:
+            return BodyResult(current, self._storage_error(writer.error), close=not reader.complete)
+        if reader.error is not None:
+            return BodyResult(current, reader.error, close=True)
+        if reader.disconnected:
+            return BodyResult(current, p.ERR_UNEXPECTED_EOF(), close=True)
+        return BodyResult(current)
+
+    async def _commit(self, upload: Upload, written: int) -> Upload:
+        """Move the committed offset up to `written` (compare-and-set) and slide the expiry."""
+        if written <= upload.offset:
+            return upload
+        finished = upload.length is not None and written == upload.length
+        expires = self._expiry(finished)
+        stored = await self.state.commit_offset(upload.id, upload.offset, written, expires)
+        if stored is None:
+            raise p.ERR_NOT_FOUND()
+        if stored != written:
+            # Someone else moved the offset although we held the lock: our lease must have lapsed.
+            raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(stored))
+        return upload.replace(offset=written, expires=expires, state=FINISHED if finished else "uploading")
+
+    @staticmethod
+    def _storage_error(error: OSError | None) -> p.TusError | None:
+        if error is None:
+            return None
+        logger.error("storage error: %s", error)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return p.ERR_STORAGE_FULL()
+        return p.ERR_STORAGE()
+
+    async def _finished(self, upload: Upload) -> None:
+        """The upload just became complete: trim scratch bytes, then tell whoever listens."""
+        if upload.length is not None:
+            await self.data.finish(upload.id, upload.length)
+        for callback in self.on_finish:
+            await callback(upload)
+
+    # -- DELETE (termination) ------------------------------------------------------
+
+    async def delete(self, request: Request) -> Response:
+        upload_id = request.path_params["upload_id"]
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        try:
+            async with self._lock(upload_id):
+                upload = await self._load(upload_id)
+                await self.state.delete(upload.id)
+                await self.data.delete(upload.id)
+        except LockTimeout:
+            raise p.ERR_UPLOAD_LOCKED() from None
+        return Response(status_code=204)
+
+    # -- GET (download, not part of tus) -------------------------------------------
+
+    async def get(self, request: Request) -> Response:
+        upload = await self._load(request.path_params["upload_id"])
+        return download_response(request, upload, self.data)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop: running bodies end now, committing what they received (503)."""
+        self.shutting_down = True
+        for reader in list(self.readers):
+            reader.interrupt(p.ERR_SERVER_SHUTDOWN(Retry_After="1"))

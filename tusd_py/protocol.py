@@ -1,0 +1,200 @@
+"""The tus 1.0.0 wire format: header values, the metadata codec and the error table.
+
+Everything here is pure: it parses and formats strings and knows nothing about
+HTTP frameworks, storage or state. The handlers turn these values into responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import re
+import secrets
+from dataclasses import dataclass
+
+TUS_VERSION = "1.0.0"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+
+# Ids are random hex from `new_upload_id`; hooks may pick their own within this
+# alphabet. No dot and no slash, so an id can never name a path outside the data dir.
+ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+_ID_RE = re.compile(ID_PATTERN)
+_DIGITS_RE = re.compile(r"[0-9]{1,19}")  # int() accepts '+5', '5_0', ' 5' and '٥'
+_METADATA_KEY_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
+_B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+class TusError(Exception):
+    """A protocol error, raised by handlers and answered as `status` with a one-line body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+    def with_headers(self, **headers: str) -> TusError:
+        return TusError(self.status, self.code, self.message, self.headers + _header_items(headers))
+
+
+def _header_items(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name.replace("_", "-"), value) for name, value in headers.items())
+
+
+@dataclass(frozen=True)
+class Error:
+    """One row of the error table. Calling it makes the exception to raise:
+    `raise ERR_MISMATCHED_OFFSET(Upload_Offset="5")` or `raise ERR_INVALID_METADATA("why")`.
+
+    Every error the server can return is declared once below, as in tusd's
+    `unrouted_handler.go`; handlers raise these and never invent a status inline.
+    """
+
+    status: int
+    code: str
+    message: str
+
+    def __call__(self, message: str | None = None, **headers: str) -> TusError:
+        return TusError(self.status, self.code, message or self.message, _header_items(headers))
+
+
+ERR_UNSUPPORTED_VERSION = Error(412, "ERR_UNSUPPORTED_VERSION", "missing, invalid or unsupported Tus-Resumable header")
+ERR_INVALID_CONTENT_TYPE = Error(415, "ERR_INVALID_CONTENT_TYPE", "missing or invalid Content-Type header")
+ERR_INVALID_UPLOAD_LENGTH = Error(400, "ERR_INVALID_UPLOAD_LENGTH", "missing or invalid Upload-Length header")
+ERR_AMBIGUOUS_UPLOAD_LENGTH = Error(400, "ERR_AMBIGUOUS_UPLOAD_LENGTH", "both Upload-Length and Upload-Defer-Length are set")
+ERR_INVALID_UPLOAD_LENGTH_DEFER = Error(400, "ERR_INVALID_UPLOAD_LENGTH_DEFER", "invalid Upload-Defer-Length header")
+ERR_INVALID_OFFSET = Error(400, "ERR_INVALID_OFFSET", "missing or invalid Upload-Offset header")
+ERR_INVALID_CONTENT_LENGTH = Error(400, "ERR_INVALID_CONTENT_LENGTH", "invalid Content-Length header")
+ERR_INVALID_METADATA = Error(400, "ERR_INVALID_METADATA", "invalid Upload-Metadata header")
+ERR_INVALID_CHECKSUM = Error(400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")
+ERR_UNSUPPORTED_CHECKSUM = Error(400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", "unsupported checksum algorithm")
+ERR_CHECKSUM_MISMATCH = Error(460, "ERR_CHECKSUM_MISMATCH", "checksum mismatch")
+ERR_INVALID_CONCAT = Error(400, "ERR_INVALID_CONCAT", "invalid Upload-Concat header")
+ERR_UPLOAD_NOT_FINISHED = Error(400, "ERR_UPLOAD_NOT_FINISHED", "one of the partial uploads is not finished")
+ERR_NOT_PARTIAL = Error(400, "ERR_NOT_PARTIAL_UPLOAD", "a listed upload is not a partial upload")
+ERR_UPLOAD_INTERRUPTED = Error(400, "ERR_UPLOAD_INTERRUPTED", "upload has been interrupted by another request for this upload resource")
+ERR_UNEXPECTED_EOF = Error(400, "ERR_UNEXPECTED_EOF", "request body ended before all bytes were received")
+ERR_INVALID_LENGTH_CHANGE = Error(400, "ERR_INVALID_UPLOAD_LENGTH", "Upload-Length is already set or smaller than the offset")
+ERR_MODIFY_FINAL = Error(403, "ERR_MODIFY_FINAL", "modifying a final upload is not allowed")
+ERR_NOT_FOUND = Error(404, "ERR_UPLOAD_NOT_FOUND", "upload not found")
+ERR_NOT_ROUTED = Error(404, "ERR_NOT_FOUND", "not found")
+ERR_METHOD_NOT_ALLOWED = Error(405, "ERR_METHOD_NOT_ALLOWED", "method not allowed")
+ERR_MISMATCHED_OFFSET = Error(409, "ERR_MISMATCHED_OFFSET", "Upload-Offset does not match the upload's offset")
+ERR_GONE = Error(410, "ERR_UPLOAD_GONE", "upload expired")
+ERR_MAX_SIZE_EXCEEDED = Error(413, "ERR_MAX_SIZE_EXCEEDED", "maximum size exceeded")
+ERR_UPLOAD_SIZE_EXCEEDED = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "request body exceeds the upload's length")
+ERR_RANGE_NOT_SATISFIABLE = Error(416, "ERR_RANGE_NOT_SATISFIABLE", "requested range not satisfiable")
+ERR_UPLOAD_LOCKED = Error(423, "ERR_UPLOAD_LOCKED", "upload is in use by another request, try again")
+ERR_READ_TIMEOUT = Error(408, "ERR_READ_TIMEOUT", "no data received within the network timeout")
+ERR_LOCK_LOST = Error(423, "ERR_LOCK_LOST", "lost the upload's lock while writing, resume the upload")
+ERR_STORAGE_FULL = Error(507, "ERR_STORAGE_FULL", "not enough storage, resume the upload later")
+ERR_STORAGE = Error(503, "ERR_STORAGE_UNAVAILABLE", "storage unavailable, resume the upload later")
+ERR_STATE_UNAVAILABLE = Error(503, "ERR_STATE_UNAVAILABLE", "upload state store unavailable, try again")
+ERR_SERVER_SHUTDOWN = Error(503, "ERR_SERVER_SHUTDOWN", "server is shutting down, resume the upload")
+
+
+def new_upload_id() -> str:
+    """128 random bits as 32 hex characters: unguessable, URL-safe, a safe file name."""
+    return secrets.token_hex(16)
+
+
+def is_valid_id(upload_id: str) -> bool:
+    return _ID_RE.fullmatch(upload_id) is not None
+
+
+def parse_uint(value: str | None, error: Error) -> int | None:
+    """A strictly decimal, non-negative integer, or None when the header is absent."""
+    if value is None:
+        return None
+    if _DIGITS_RE.fullmatch(value) is None:
+        raise error()
+    return int(value)
+
+
+def format_http_date(timestamp: float) -> str:
+    """IMF-fixdate, as RFC 9110 asks of senders (`Wed, 25 Jun 2014 16:00:00 GMT`)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def parse_metadata(header: str | None) -> dict[str, bytes]:
+    """Decode `Upload-Metadata`, strictly: a malformed header is a 400, never silently dropped.
+
+    Keys are printable ASCII without space or comma and unique; values are
+    standard base64 (checked with validate=True, since the default decoder skips
+    junk) and may be empty, with or without the separating space.
+    """
+    if header is None:
+        return {}
+    if header.strip() == "":
+        return {}
+    result: dict[str, bytes] = {}
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        if len(parts) > 2:
+            raise ERR_INVALID_METADATA(f"malformed metadata pair {pair.strip()[:40]!r}")
+        key = parts[0]
+        value = parts[1] if len(parts) == 2 else ""
+        if _METADATA_KEY_RE.fullmatch(key) is None:
+            raise ERR_INVALID_METADATA("metadata keys must be non-empty printable ASCII without spaces or commas")
+        if key in result:
+            raise ERR_INVALID_METADATA(f"duplicate metadata key {key!r}")
+        if len(value) % 4 or _B64_RE.fullmatch(value) is None:
+            raise ERR_INVALID_METADATA(f"metadata value for {key!r} is not valid base64")
+        try:
+            result[key] = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ERR_INVALID_METADATA(f"metadata value for {key!r} is not valid base64") from None
+    return result
+
+
+def encode_metadata(metadata: dict[str, bytes]) -> str:
+    """The inverse of `parse_metadata`, for clients and for metadata changed by hooks."""
+    return ",".join(
+        f"{key} {base64.b64encode(value).decode('ascii')}" if value else key for key, value in metadata.items()
+    )
+
+
+def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
+    """`Upload-Checksum: <algorithm> <base64 digest>` -> (algorithm, digest)."""
+    if header is None:
+        return None
+    parts = header.strip().split(" ")
+    if len(parts) != 2 or not parts[0] or len(parts[1]) % 4 or _B64_RE.fullmatch(parts[1]) is None:
+        raise ERR_INVALID_CHECKSUM()
+    try:
+        return parts[0], base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        raise ERR_INVALID_CHECKSUM() from None
+
+
+@dataclass(frozen=True)
+class Concat:
+    """A parsed `Upload-Concat` header: a partial upload, or a final one made of parts."""
+
+    raw: str
+    partial: bool
+    urls: tuple[str, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return not self.partial
+
+
+def parse_concat(header: str | None) -> Concat | None:
+    if header is None:
+        return None
+    value = header.strip()
+    if value == "partial":
+        return Concat(raw=value, partial=True)
+    if value.startswith("final;"):
+        urls = tuple(value[len("final;"):].split())
+        if urls:
+            return Concat(raw=value, partial=False, urls=urls)
+    raise ERR_INVALID_CONCAT()
+
+
+def has_forbidden_header_chars(value: str) -> bool:
+    """CR, LF and NUL in a value would let a client inject headers into our responses."""
+    return any(ch in value for ch in "\r\n\x00")

@@ -1,0 +1,112 @@
+"""Upload records and the contract every state store keeps.
+
+A state store knows upload records and offsets, nothing about HTTP or bytes on
+disk. Offsets only move through `commit_offset`, a compare-and-set, so a stale
+writer can never move an offset backwards or skip bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Lifecycle states. "expired" records are tombstones kept so that later requests get 410.
+CREATED = "created"
+UPLOADING = "uploading"
+FINISHED = "finished"
+EXPIRED = "expired"
+
+
+@dataclass
+class Upload:
+    id: str
+    length: int | None  # None while the length is deferred
+    offset: int = 0
+    metadata: str | None = None  # the Upload-Metadata header exactly as the client sent it
+    created: float = 0.0
+    expires: float | None = None  # unix time; None = never (finished uploads do not expire)
+    concat: str | None = None  # the Upload-Concat header as the client sent it
+    partial: bool = False
+    parts: tuple[str, ...] = field(default_factory=tuple)  # part ids of a final upload
+    state: str = CREATED
+
+    @property
+    def final(self) -> bool:
+        return bool(self.parts)
+
+    @property
+    def finished(self) -> bool:
+        return self.length is not None and self.offset == self.length
+
+    def to_fields(self) -> dict[str, str]:
+        """A flat str -> str form, for Redis hashes and SQLite rows alike."""
+        return {
+            "id": self.id,
+            "length": "" if self.length is None else str(self.length),
+            "offset": str(self.offset),
+            "metadata": "" if self.metadata is None else self.metadata,
+            "created": repr(self.created),
+            "expires": "" if self.expires is None else repr(self.expires),
+            "concat": self.concat or "",
+            "partial": "1" if self.partial else "",
+            "parts": " ".join(self.parts),
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Upload:
+        return cls(
+            id=fields["id"],
+            length=int(fields["length"]) if fields.get("length") else None,
+            offset=int(fields.get("offset") or 0),
+            metadata=fields.get("metadata") or None,
+            created=float(fields.get("created") or 0.0),
+            expires=float(fields["expires"]) if fields.get("expires") else None,
+            concat=fields.get("concat") or None,
+            partial=bool(fields.get("partial")),
+            parts=tuple(fields.get("parts", "").split()),
+            state=fields.get("state") or CREATED,
+        )
+
+    def replace(self, **changes: object) -> Upload:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+class StateStore(Protocol):
+    """Where upload records live. Implementations: `LocalStateStore`, `RedisStateStore`."""
+
+    name: str
+
+    async def create(self, upload: Upload) -> bool:
+        """Store a new record; False if the id is taken."""
+
+    async def get(self, upload_id: str) -> Upload | None:
+        """The record, including expired tombstones, or None."""
+
+    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+        """Move the offset from `expected` to `new` atomically, and set the expiry.
+
+        Returns the offset stored afterwards (== new on success), or None when
+        the upload is gone. A different value means another writer got there first.
+        """
+
+    async def declare_length(self, upload_id: str, length: int) -> bool:
+        """Set a deferred length once; False if it was already set or is below the offset."""
+
+    async def delete(self, upload_id: str) -> bool:
+        """Forget an upload (termination); False if it did not exist."""
+
+    async def due_for_expiry(self, now: float, limit: int) -> list[str]:
+        """Ids of unfinished uploads whose expiry has passed."""
+
+    async def mark_expired(self, upload_id: str, now: float) -> bool:
+        """Turn a due upload into a tombstone. True for exactly one caller, whatever the instance."""
+
+    async def forget_tombstones(self, before: float) -> int:
+        """Drop tombstones of uploads that expired before `before`; returns how many."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,173 @@
+"""The embedded state store: SQLite in the data directory.
+
+Needs no server, survives restarts and crashes (WAL journal), and serves one
+instance. All SQLite calls run on one dedicated thread that owns the connection,
+so the event loop never blocks on the database and calls never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+
+T = TypeVar("T")
+
+_COLUMNS = ("id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    length INTEGER,
+    offset INTEGER NOT NULL,
+    metadata TEXT,
+    created REAL NOT NULL,
+    expires REAL,
+    concat TEXT,
+    partial INTEGER NOT NULL,
+    parts TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
+"""
+
+
+class LocalStateStore:
+    name = "embedded (SQLite)"
+
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tusd-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._fsync = fsync
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives a crash of this process; FULL also survives power loss.
+            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._connect()))
+
+    @staticmethod
+    def _row(upload: Upload) -> tuple[Any, ...]:
+        return (
+            upload.id,
+            upload.length,
+            upload.offset,
+            upload.metadata,
+            upload.created,
+            upload.expires,
+            upload.concat,
+            int(upload.partial),
+            " ".join(upload.parts),
+            upload.state,
+        )
+
+    @staticmethod
+    def _upload(row: tuple[Any, ...]) -> Upload:
+        values = dict(zip(_COLUMNS, row))
+        return Upload(
+            id=values["id"],
+            length=values["length"],
+            offset=values["offset"],
+            metadata=values["metadata"],
+            created=values["created"],
+            expires=values["expires"],
+            concat=values["concat"],
+            partial=bool(values["partial"]),
+            parts=tuple(values["parts"].split()),
+            state=values["state"],
+        )
+
+    async def create(self, upload: Upload) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            placeholders = ",".join("?" * len(_COLUMNS))
+            cursor = db.execute(f"INSERT OR IGNORE INTO uploads VALUES ({placeholders})", self._row(upload))
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def get(self, upload_id: str) -> Upload | None:
+        def run(db: sqlite3.Connection) -> Upload | None:
+            row = db.execute(f"SELECT {','.join(_COLUMNS)} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            return None if row is None else self._upload(row)
+
+        return await self._run(run)
+
+    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+        def run(db: sqlite3.Connection) -> int | None:
+            cursor = db.execute(
+                "UPDATE uploads SET offset = ?, expires = ?,"
+                " state = CASE WHEN length = ? THEN ? ELSE ? END"
+                " WHERE id = ? AND offset = ? AND state != ?",
+                (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED),
+            )
+            if cursor.rowcount == 1:
+                return new
+            row = db.execute("SELECT offset, state FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            return None if row is None or row[1] == EXPIRED else int(row[0])
+
+        return await self._run(run)
+
+    async def declare_length(self, upload_id: str, length: int) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE uploads SET length = ?, state = CASE WHEN offset = ? THEN ? ELSE state END"
+                " WHERE id = ? AND length IS NULL AND offset <= ?",
+                (length, length, FINISHED, upload_id, length),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def delete(self, upload_id: str) -> bool:
+        return await self._run(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1)
+
+    async def due_for_expiry(self, now: float, limit: int) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id FROM uploads WHERE expires IS NOT NULL AND expires <= ? AND state != ? LIMIT ?",
+                (now, EXPIRED, limit),
+            )
+            return [row[0] for row in rows]
+
+        return await self._run(run)
+
+    async def mark_expired(self, upload_id: str, now: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE uploads SET state = ? WHERE id = ? AND expires IS NOT NULL AND expires <= ? AND state != ?",
+                (EXPIRED, upload_id, now, EXPIRED),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def forget_tombstones(self, before: float) -> int:
+        """Drop expired tombstones older than `before`, so the table does not grow forever."""
+        return await self._run(
+            lambda db: db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
+        )
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        def run() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,127 @@
+"""The Redis state store, shared by every instance.
+
+Layout (all keys under one prefix):
+- `<prefix>upload:<id>`: a hash with the fields of `Upload.to_fields`;
+- `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time.
+Every change is one round trip: a Lua script or a MULTI pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+
+TOMBSTONE_SECONDS = 7 * 24 * 3600
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+return 1
+"""
+
+# ARGV: expected, new, expires ('' = never), id. Returns the stored offset, or -1 if gone.
+_COMMIT = """
+local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
+if not cur[1] or cur[2] == 'expired' then return -1 end
+if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
+local state = 'uploading'
+if cur[3] == ARGV[2] then state = 'finished' end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
+if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[4]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
+return tonumber(ARGV[2])
+"""
+
+# ARGV: length. Sets a deferred length once, never below the offset.
+_DECLARE_LENGTH = """
+local cur = redis.call('HMGET', KEYS[1], 'offset', 'length', 'state')
+if not cur[1] or cur[2] ~= '' or cur[3] == 'expired' then return 0 end
+if tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'length', ARGV[1])
+if cur[1] == ARGV[1] then redis.call('HSET', KEYS[1], 'state', 'finished') end
+return 1
+"""
+
+# ARGV: now, id, tombstone seconds. ZREM is the claim: only one caller, on any instance, wins it.
+_MARK_EXPIRED = """
+local expires = redis.call('HGET', KEYS[1], 'expires')
+if not expires or expires == '' or tonumber(expires) > tonumber(ARGV[1]) then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 0
+end
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'expired' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'expired')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RedisStateStore:
+    name = "Redis"
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "tusd-py:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._expiry_key = f"{prefix}expiry"
+        self._create = client.register_script(_CREATE)
+        self._commit = client.register_script(_COMMIT)
+        self._declare_length = client.register_script(_DECLARE_LENGTH)
+        self._mark_expired = client.register_script(_MARK_EXPIRED)
+        assert (UPLOADING, FINISHED, EXPIRED) == ("uploading", "finished", "expired")  # spelled out in the Lua
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "tusd-py:") -> RedisStateStore:
+        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
+        return cls(client, prefix=prefix)
+
+    def key(self, upload_id: str) -> str:
+        return f"{self.prefix}upload:{upload_id}"
+
+    async def create(self, upload: Upload) -> bool:
+        fields = upload.to_fields()
+        flat: list[Any] = [item for pair in fields.items() for item in pair]
+        created = await self._create(keys=[self.key(upload.id), self._expiry_key], args=[upload.id, fields["expires"], *flat])
+        return bool(created)
+
+    async def get(self, upload_id: str) -> Upload | None:
+        fields = await self.client.hgetall(self.key(upload_id))
+        return Upload.from_fields(fields) if fields else None
+
+    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+        stored = await self._commit(
+            keys=[self.key(upload_id), self._expiry_key],
+            args=[str(expected), str(new), "" if expires is None else repr(expires), upload_id],
+        )
+        return None if stored < 0 else int(stored)
+
+    async def declare_length(self, upload_id: str, length: int) -> bool:
+        return bool(await self._declare_length(keys=[self.key(upload_id)], args=[str(length)]))
+
+    async def delete(self, upload_id: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key(upload_id))
+            pipe.zrem(self._expiry_key, upload_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def due_for_expiry(self, now: float, limit: int) -> list[str]:
+        return list(await self.client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit))
+
+    async def mark_expired(self, upload_id: str, now: float) -> bool:
+        marked = await self._mark_expired(
+            keys=[self.key(upload_id), self._expiry_key], args=[repr(now), upload_id, TOMBSTONE_SECONDS]
+        )
+        return bool(marked)
+
+    async def forget_tombstones(self, before: float) -> int:
+        return 0  # tombstone keys carry their own TTL (see _MARK_EXPIRED)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
