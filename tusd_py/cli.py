@@ -53,6 +53,8 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
+@click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
+@click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -66,6 +68,8 @@ def main(
     behind_proxy: bool,
     fsync: bool,
     network_timeout: float,
+    sweep_interval: float,
+    lock_wait: float,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
@@ -81,6 +85,8 @@ def main(
         behind_proxy=behind_proxy,
         fsync=fsync,
         network_timeout=network_timeout,
+        sweep_interval=sweep_interval,
+        lock_wait=lock_wait,
         log_level=log_level,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (idempotently, as root on Debian), then runs them.
+#   bash scripts/test.sh            # the whole suite
+#   bash scripts/test.sh -k patch   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing ${need_apt[*]}: install them (Debian: apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+  echo "installing ${need_apt[*]} from apt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+for dir in tests/js clients/web; do
+  if [ -f "$dir/package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
+if [ -f clients/web/package.json ]; then
+  (cd clients/web && npm run --silent build)
+fi
+
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import RedisServer, TusServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A clean database on the shared redis-server for each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def state_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, state_backend: str, request: pytest.FixtureRequest) -> Iterator:
+    """Start tusd-py servers (with the parametrized state backend); all are stopped afterwards."""
+    started: list[TusServer] = []
+    redis = request.getfixturevalue("redis_url") if state_backend == "redis" else None
+
+    def make(**flags: object) -> TusServer:
+        server = TusServer(tmp_path / f"data{len(started)}", redis_url=redis, **flags)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> TusServer:
+    return make_server()
