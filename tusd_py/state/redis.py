@@ -24,10 +24,13 @@ return 1
 """
 
 # ARGV: expected, new, expires ('' = never), id. Returns the stored offset, or -1 if gone.
+# The offset only moves forward, from exactly `expected`, and never past the length.
 _COMMIT = """
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
 if not cur[1] or cur[2] == 'expired' then return -1 end
 if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
+local new = tonumber(ARGV[2])
+if new < tonumber(cur[1]) or (cur[3] ~= '' and new > tonumber(cur[3])) then return tonumber(cur[1]) end
 local state = 'uploading'
 if cur[3] == ARGV[2] then state = 'finished' end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
