@@ -3,7 +3,8 @@
 Layout (all keys under one prefix):
 - `<prefix>upload:<id>`: a hash with the fields of `Upload.to_fields`;
 - `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time.
-Every change is one round trip: a Lua script or a MULTI pipeline.
+Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
+the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py` does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 
@@ -74,7 +75,6 @@ class RedisStateStore:
         self._commit = client.register_script(_COMMIT)
         self._declare_length = client.register_script(_DECLARE_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
-        assert (UPLOADING, FINISHED, EXPIRED) == ("uploading", "finished", "expired")  # spelled out in the Lua
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:") -> RedisStateStore:
