@@ -115,6 +115,7 @@ def create_app(config: Config) -> Starlette:
         lifespan=lifespan,
         exception_handlers={RedisError: state_unavailable, OSError: storage_unavailable},
     )
+    app.router.redirect_slashes = False  # an upload URL never answers with a redirect
     app.state.tus = handler
     app.state.sweeper = sweeper
     return app
