@@ -135,6 +135,9 @@ class Concatenator:
         except LockTimeout:
             logger.info("final upload %s: its locks are busy; the next sweep assembles it", final_id)
             return Outcome.WAITING
+        except OSError as exc:  # e.g. a full disk: nothing was marked complete, the next sweep retries
+            logger.error("final upload %s: assembly failed (%s); the next sweep retries", final_id, exc)
+            return Outcome.WAITING
         if isinstance(completed, Outcome):
             return completed
         await self.on_complete(completed)  # outside the locks: callbacks may be slow

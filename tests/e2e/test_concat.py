@@ -381,3 +381,33 @@ def test_final_survives_a_restart_while_waiting(make_server, state_backend: str)
     assert patch(a, 0, b"xyz").status_code == 204
     assert wait_for_offset(final).headers.get("Upload-Offset") == "6"
     assert requests.get(final, timeout=10).content == b"xyzxyz"
+
+
+def test_a_failed_assembly_marks_nothing_complete_and_is_retried(make_server) -> None:
+    """Bytes missing from a part's file (a broken disk, say): the final upload is not
+    completed with wrong bytes; the sweep retries and completes it once the data is back."""
+    server = make_server(sweep_interval=0.3)
+    a = create_partial(server.url, b"0123456789")
+    b = create_partial(server.url, b"tail")
+    part_file = server.data_dir / path_of(a).rsplit("/", 1)[1]
+    part_file.write_bytes(b"01234")
+    final = create_final(server.url, [a, b])
+    time.sleep(1.0)  # a few sweeps
+    response = head(final)
+    assert response.status_code == 200
+    assert "Upload-Offset" not in response.headers
+    assert "assembly failed" in server.log()
+    part_file.write_bytes(b"0123456789")
+    assert wait_for_offset(final).headers.get("Upload-Offset") == "14"
+    assert requests.get(final, timeout=10).content == b"0123456789tail"
+    assert [p.name for p in server.data_dir.iterdir() if ".concat-" in p.name] == []
+
+
+def test_deleting_a_waiting_final(server) -> None:
+    a = create(server.url, 2, **PARTIAL)
+    final = create_final(server.url, [a])
+    assert requests.delete(final, headers=TUS, timeout=10).status_code == 204
+    assert head(final).status_code == 404
+    assert patch(a, 0, b"aa").status_code == 204  # finishing the part later is harmless
+    assert head(a).headers["Upload-Offset"] == "2"
+    assert head(final).status_code == 404

@@ -117,3 +117,11 @@ def test_copy_range_writes_at_the_position(tmp_path: Path) -> None:
     with open(source, "rb") as src, open(target, "r+b") as dst:
         files.copy_range(src.fileno(), dst.fileno(), 4, 3)
     assert target.read_bytes() == b"abc0123hij"
+
+
+def test_left_overs_of_an_earlier_attempt_are_removed(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    (tmp_path / "final.concat-deadbeef").write_bytes(b"half an assembly")
+    (tmp_path / "other.concat-deadbeef").write_bytes(b"another final's")
+    concatenate(store, ["a"])
+    assert leftovers(tmp_path) == ["other.concat-deadbeef"]

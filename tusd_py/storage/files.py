@@ -289,11 +289,15 @@ class FileStore:
 
         The bytes go into a temporary file that replaces the final upload's file only
         when every part has been copied (and synced, when fsync is on): a crash or an
-        error half-way leaves the final upload's file as it was.
+        error half-way leaves the final upload's file as it was. The caller holds the
+        final upload's lock, so temporary files of earlier attempts are left-overs.
         """
 
         def run() -> None:
             target = self.path(final_id)
+            for stale in self.directory.glob(f"{final_id}.concat-*"):  # left by a crash mid-assembly
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             temporary = self.directory / f"{final_id}.concat-{secrets.token_hex(4)}"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
