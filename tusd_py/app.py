@@ -82,6 +82,11 @@ def create_app(config: Config) -> Starlette:
         logger.error("state store error: %s", exc)
         return error_response(p.ERR_STATE_UNAVAILABLE(Retry_After="1"), method=request.method)
 
+    async def storage_unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OSError)
+        error = handler.storage_error(exc) or p.ERR_STORAGE()
+        return error_response(error.with_headers(Retry_After="5"), method=request.method)
+
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
@@ -108,7 +113,7 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={RedisError: state_unavailable},
+        exception_handlers={RedisError: state_unavailable, OSError: storage_unavailable},
     )
     app.state.tus = handler
     app.state.sweeper = sweeper

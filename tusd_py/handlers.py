@@ -9,11 +9,12 @@ the data store and the locker only through their interfaces (see `state/`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -62,6 +63,7 @@ class TusHandler:
         self.data = data
         self.locker = locker
         self.readers: set[BodyReader] = set()
+        self.streaming = 0  # request bodies in progress (see _body_slot)
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
@@ -168,19 +170,29 @@ class TusHandler:
             return await self._post_final(request, concat)
         length = self._creation_length(request)
         metadata_header = headers.get("upload-metadata")
-        p.parse_metadata(metadata_header)
+        self._check_metadata(metadata_header)
         has_body = self._has_body(request)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = None
         if has_body:
             self._check_body_fits(0, length, content_length)
             checksum = self._checksum(request)
-        now = time.time()
+        with self._body_slot() if has_body else contextlib.nullcontext():
+            return await self._create(request, length, metadata_header, has_body, checksum)
+
+    async def _create(
+        self,
+        request: Request,
+        length: int | None,
+        metadata_header: str | None,
+        has_body: bool,
+        checksum: tuple[Hasher, bytes] | None,
+    ) -> Response:
         upload = Upload(
             id=p.new_upload_id(),
             length=length,
             metadata=metadata_header,
-            created=now,
+            created=time.time(),
             expires=self._expiry(length == 0),
             concat=concat.raw if concat is not None else None,
             partial=concat is not None,
@@ -205,7 +217,7 @@ class TusHandler:
     async def _post_final(self, request: Request, concat: p.Concat) -> Response:
         """concatenation: a final upload made of partial uploads (Upload-Length is ignored, as tusd)."""
         metadata_header = request.headers.get("upload-metadata")
-        p.parse_metadata(metadata_header)
+        self._check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
         upload = await self.concat.create_final(concat, metadata_header)
@@ -217,6 +229,24 @@ class TusHandler:
     @staticmethod
     def _has_body(request: Request) -> bool:
         return request.headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+
+    @contextlib.contextmanager
+    def _body_slot(self) -> Iterator[None]:
+        """Counts request bodies streaming on this instance; past the cap, 429 (clients back off)."""
+        limit = self.config.max_concurrent_uploads
+        if limit and self.streaming >= limit:
+            raise p.ERR_TOO_MANY_UPLOADS(Retry_After="1")
+        self.streaming += 1
+        try:
+            yield
+        finally:
+            self.streaming -= 1
+
+    def _check_metadata(self, header: str | None) -> None:
+        if header is not None and len(header) > self.config.max_metadata_size:
+            raise p.ERR_METADATA_TOO_LARGE()
+        if len(p.parse_metadata(header)) > self.config.max_metadata_keys:
+            raise p.ERR_METADATA_TOO_LARGE()
 
     def _creation_length(self, request: Request) -> int | None:
         length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
@@ -287,25 +317,37 @@ class TusHandler:
         checksum = self._checksum(request)
         reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
         try:
-            async with self._lock(upload_id, reader) as lock:
-                upload = await self._load(upload_id)
-                if upload.final:
-                    raise p.ERR_MODIFY_FINAL()
-                if offset != upload.offset:
-                    raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
-                if declared is not None:
-                    upload = await self._declare_length(upload, declared)
-                response_headers: dict[str, str] = {}
-                if upload.finished:
-                    # tusd: a PATCH to a complete upload changes nothing and reports the offset.
-                    if declared is not None:  # declaring the length completed it (checklist DL-08)
-                        await self._finished(upload)
-                    response_headers["Upload-Offset"] = str(upload.offset)
-                    return Response(status_code=204, headers=response_headers)
-                self._check_body_fits(offset, upload.length, content_length)
-                result = await self._write_body(upload, reader, lock, checksum)
+            with self._body_slot():
+                return await self._append(upload_id, offset, declared, content_length, checksum, reader)
         except LockTimeout:
             raise p.ERR_UPLOAD_LOCKED() from None
+
+    async def _append(
+        self,
+        upload_id: str,
+        offset: int,
+        declared: int | None,
+        content_length: int | None,
+        checksum: tuple[Hasher, bytes] | None,
+        reader: BodyReader,
+    ) -> Response:
+        async with self._lock(upload_id, reader) as lock:
+            upload = await self._load(upload_id)
+            if upload.final:
+                raise p.ERR_MODIFY_FINAL()
+            if offset != upload.offset:
+                raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+            if declared is not None:
+                upload = await self._declare_length(upload, declared)
+            response_headers: dict[str, str] = {}
+            if upload.finished:
+                # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                if declared is not None:  # declaring the length completed it (checklist DL-08)
+                    await self._finished(upload)
+                response_headers["Upload-Offset"] = str(upload.offset)
+                return Response(status_code=204, headers=response_headers)
+            self._check_body_fits(offset, upload.length, content_length)
+            result = await self._write_body(upload, reader, lock, checksum)
         if result.error is not None:
             raise result.error.with_headers(Connection="close") if result.close else result.error
         response_headers["Upload-Offset"] = str(result.upload.offset)
@@ -374,7 +416,7 @@ class TusHandler:
             return BodyResult(current, p.ERR_LOCK_LOST(), close=True)
         if checksum is not None:
             if reader.stopped_early or writer.error is not None:
-                error = reader.error or self._storage_error(writer.error) or p.ERR_UNEXPECTED_EOF()
+                error = reader.error or self.storage_error(writer.error) or p.ERR_UNEXPECTED_EOF()
                 return BodyResult(current, error, close=True)
             hasher, expected = checksum
             if hasher.digest() != expected:
@@ -383,7 +425,7 @@ class TusHandler:
         if current.finished:
             await self._finished(current)
         if writer.error is not None:
-            return BodyResult(current, self._storage_error(writer.error), close=not reader.complete)
+            return BodyResult(current, self.storage_error(writer.error), close=not reader.complete)
         if reader.error is not None:
             return BodyResult(current, reader.error, close=True)
         if reader.disconnected:
@@ -405,13 +447,13 @@ class TusHandler:
         return upload.replace(offset=written, expires=expires, state=FINISHED if finished else "uploading")
 
     @staticmethod
-    def _storage_error(error: OSError | None) -> p.TusError | None:
+    def storage_error(error: OSError | None) -> p.TusError | None:
         if error is None:
             return None
         logger.error("storage error: %s", error)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return p.ERR_STORAGE_FULL()
-        return p.ERR_STORAGE()
+            return p.ERR_STORAGE_FULL(Retry_After="5")
+        return p.ERR_STORAGE(Retry_After="5")
 
     async def _finished(self, upload: Upload) -> None:
         """The upload just became complete: trim scratch bytes, then tell whoever listens.

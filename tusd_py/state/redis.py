@@ -5,9 +5,10 @@ Layout (all keys under one prefix):
 - `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time;
 - `<prefix>finals`: a sorted set of final uploads not yet assembled, scored by creation time;
 - `<prefix>waiting:<part id>`: a set of the final uploads not yet assembled that list that part.
-Every change is one round trip: a Lua script or a MULTI pipeline. The scripts that
-forget a final upload's waits build the `waiting:` keys from its `parts` field, so
-this layout is for a standalone Redis (or one hash slot), as is the lock.
+Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
+the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py`
+does. The scripts that forget a final upload's waits build the `waiting:` keys from
+its `parts` field, so this layout is for a standalone Redis (or one hash slot).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 
@@ -28,10 +29,13 @@ return 1
 """
 
 # ARGV: expected, new, expires ('' = never), id. Returns the stored offset, or -1 if gone.
+# The offset only moves forward, from exactly `expected`, and never past the length.
 _COMMIT = """
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
 if not cur[1] or cur[2] == 'expired' then return -1 end
 if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
+local new = tonumber(ARGV[2])
+if new < tonumber(cur[1]) or (cur[3] ~= '' and new > tonumber(cur[3])) then return tonumber(cur[1]) end
 local state = 'uploading'
 if cur[3] == ARGV[2] then state = 'finished' end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
@@ -130,7 +134,6 @@ class RedisStateStore:
         self._finish_final = client.register_script(_FINISH_FINAL)
         self._drop_final = client.register_script(_DROP_FINAL)
         self._delete = client.register_script(_DELETE)
-        assert (UPLOADING, FINISHED, EXPIRED) == ("uploading", "finished", "expired")  # spelled out in the Lua
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:") -> RedisStateStore:
