@@ -178,7 +178,7 @@ class TusHandler:
             self._check_body_fits(0, length, content_length)
             checksum = self._checksum(request)
         with self._body_slot() if has_body else contextlib.nullcontext():
-            return await self._create(request, length, metadata_header, has_body, checksum)
+            return await self._create(request, length, metadata_header, has_body, checksum, concat)
 
     async def _create(
         self,
@@ -187,6 +187,7 @@ class TusHandler:
         metadata_header: str | None,
         has_body: bool,
         checksum: tuple[Hasher, bytes] | None,
+        concat: p.Concat | None = None,  # `partial`, or None
     ) -> Response:
         upload = Upload(
             id=p.new_upload_id(),
