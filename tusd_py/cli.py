@@ -55,6 +55,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
+@click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -70,6 +71,7 @@ def main(
     network_timeout: float,
     sweep_interval: float,
     lock_wait: float,
+    ui: bool,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
@@ -87,6 +89,7 @@ def main(
         network_timeout=network_timeout,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
+        ui=ui,
         log_level=log_level,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

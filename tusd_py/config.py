@@ -30,6 +30,7 @@ class Config:
     network_timeout: float = 60.0  # idle seconds allowed between two reads of a request body
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
+    ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
