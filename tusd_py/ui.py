@@ -33,8 +33,9 @@ def render(template: str, base_path: str) -> str:
     )
 
 
-def ui_routes(config: Config, dist: Path = DIST) -> list[BaseRoute]:
+def ui_routes(config: Config, dist: Path | None = None) -> list[BaseRoute]:
     """Routes for `/` and the assets, or none (the UI is off, or `/` is the tus endpoint)."""
+    dist = dist or DIST
     if not config.ui:
         return []
     if config.base_path == "/":
