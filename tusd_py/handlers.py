@@ -21,6 +21,7 @@ from starlette.responses import Response
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
+from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.locks.base import Lock, Locker, LockTimeout
@@ -64,9 +65,11 @@ class TusHandler:
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
+        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
 
     def _extensions(self) -> str:
         names = ["creation", "creation-with-upload", "creation-defer-length", "termination", "checksum"]
+        names += ["concatenation", "concatenation-unfinished"]
         if self.config.expire_after > 0:
             names.append("expiration")
         return ",".join(names)
@@ -161,12 +164,12 @@ class TusHandler:
     async def post(self, request: Request) -> Response:
         headers = request.headers
         concat = p.parse_concat(headers.get("upload-concat"))
-        if concat is not None:
-            raise p.ERR_INVALID_CONCAT("concatenation is not supported")
+        if concat is not None and concat.final:
+            return await self._post_final(request, concat)
         length = self._creation_length(request)
         metadata_header = headers.get("upload-metadata")
         p.parse_metadata(metadata_header)
-        has_body = headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+        has_body = self._has_body(request)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = None
         if has_body:
@@ -179,6 +182,8 @@ class TusHandler:
             metadata=metadata_header,
             created=now,
             expires=self._expiry(length == 0),
+            concat=concat.raw if concat is not None else None,
+            partial=concat is not None,
             state=FINISHED if length == 0 else "created",
         )
         await self.data.create(upload.id)
@@ -196,6 +201,22 @@ class TusHandler:
                 raise result.error.with_headers(**response_headers)
         self._expires_header(response_headers, upload)
         return Response(status_code=201, headers=response_headers)
+
+    async def _post_final(self, request: Request, concat: p.Concat) -> Response:
+        """concatenation: a final upload made of partial uploads (Upload-Length is ignored, as tusd)."""
+        metadata_header = request.headers.get("upload-metadata")
+        p.parse_metadata(metadata_header)
+        if self._has_body(request):
+            raise p.ERR_MODIFY_FINAL()  # checklist CU-07
+        upload = await self.concat.create_final(concat, metadata_header)
+        # Complete parts are joined now, before the 201 (CC-17); others when they finish.
+        if await self.concat.complete(upload.id) is Outcome.FAILED:
+            raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
+        return Response(status_code=201, headers={"Location": upload_url(request, self.config, upload.id)})
+
+    @staticmethod
+    def _has_body(request: Request) -> bool:
+        return request.headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
 
     def _creation_length(self, request: Request) -> int | None:
         length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
@@ -393,9 +414,16 @@ class TusHandler:
         return p.ERR_STORAGE()
 
     async def _finished(self, upload: Upload) -> None:
-        """The upload just became complete: trim scratch bytes, then tell whoever listens."""
+        """The upload just became complete: trim scratch bytes, then tell whoever listens.
+
+        A partial upload is no finished file (CC-07): only final uploads waiting on it
+        hear of it, once our caller has let go of its lock.
+        """
         if upload.length is not None:
             await self.data.finish(upload.id, upload.length)
+        if upload.partial:
+            self.concat.part_changed_soon(upload.id)
+            return
         for callback in self.on_finish:
             await callback(upload)
 
@@ -412,6 +440,8 @@ class TusHandler:
                 await self.data.delete(upload.id)
         except LockTimeout:
             raise p.ERR_UPLOAD_LOCKED() from None
+        if upload.partial:
+            self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
         return Response(status_code=204)
 
     # -- GET (download, not part of tus) -------------------------------------------
