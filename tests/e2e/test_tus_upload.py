@@ -329,3 +329,26 @@ def test_parallel_upload_joins_four_partial_uploads(server, client: Client, tmp_
     assert concat.startswith("final;") and len(concat[len("final;"):].split()) == 4
     assert final.headers["Upload-Offset"] == final.headers["Upload-Length"] == str(len(data))
     assert metadata(record["url"])["filename"] == "huge.iso"
+
+
+def test_parallel_upload_killed_then_resumed_part_by_part(server, client: Client, proxies, tmp_path: Path) -> None:
+    extensions = requests.options(server.url, timeout=5).headers.get("Tus-Extension", "").split(",")
+    if "concatenation" not in extensions:
+        pytest.skip("the server does not advertise concatenation (yet)")
+    proxy = proxies(server.port, rate=MiB)  # per connection: 4 parts at 1 MiB/s each
+    data = make_file(tmp_path / "parts.bin", 12 * MiB)
+    args = (tmp_path / "parts.bin", "--endpoint", proxy.url, "--parallel", "4", "--chunk-size", "256KiB", "--json")
+    first = client.start(*args)
+    try:
+        wait_for_offset(client, first, 512 * 1024)
+    finally:
+        stop_process(first, signal.SIGKILL)
+    [entry] = client.entries().values()
+    assert len(entry["urls"]) == 4
+    proxy.rate = None
+    result = client.run(*args)
+    assert result.returncode == 0, result.stderr
+    [record] = lines(result)
+    assert record["parts"] == 4 and record["resumed_from"] >= 512 * 1024
+    assert "resuming parts.bin at offset" in result.stderr
+    assert_uploaded(record, data)
