@@ -189,7 +189,11 @@ def main(
             display.note("the server has no sha256/sha1 checksum support: PATCHes go without Upload-Checksum")
         for file in files:
             task, update = display.file(file)
-            result = Transfer(file, settings, server, store, policy, update, display.note).run()
+            try:
+                result = Transfer(file, settings, server, store, policy, update, display.note).run()
+            except KeyboardInterrupt:
+                display.error(f"interrupted during {file.relative}: run the same command again to resume")
+                sys.exit(130)
             display.finished(task, result)
             failed += result.error is not None
             if as_json:

@@ -164,10 +164,12 @@ class Transfer:
                     raise
             url = self._concatenate(parts)
         result.url = url
-        if self.settings.verify:
-            self._verify(url, whole)
-        if self.store is not None:
-            self.store.remove_item(key)  # finished: never resume it again
+        try:
+            if self.settings.verify:
+                self._verify(url, whole)
+        finally:
+            if self.store is not None:
+                self.store.remove_item(key)  # finished (or found corrupt): never resume it again
 
     def _resumable(self, key: str, ranges: list[tuple[int, int]], digest: str) -> tuple[list[str | None], list[int]]:
         """URLs and offsets to go on from, or Nones: only an entry made for this very content,

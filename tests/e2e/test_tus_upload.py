@@ -263,6 +263,23 @@ def test_corrupted_chunk_is_caught_by_the_checksum_and_resent(server, client: Cl
     assert_uploaded(record, data)
 
 
+def test_corruption_without_checksums_fails_verification_loudly(server, client: Client, proxies, tmp_path: Path) -> None:
+    """No Upload-Checksum: the flipped byte reaches the disk, and the final GET comparison catches it."""
+    proxy = proxies(server.port, corrupt_patches=1)
+    make_file(tmp_path / "data.csv", MiB)
+    args = (tmp_path / "data.csv", "--endpoint", proxy.url, "--no-checksum", "--json")
+    result = client.run(*args)
+    assert result.returncode == 1
+    assert proxy.corrupted == 1
+    assert "VERIFICATION FAILED for data.csv" in result.stderr
+    [record] = lines(result)
+    assert not record["ok"] and "VERIFICATION FAILED" in record["error"]
+    assert client.entries() == {}  # the corrupt upload is never resumed
+    again = client.run(*args)  # the proxy corrupts no more: a new, good upload
+    assert again.returncode == 0, again.stderr
+    assert lines(again)[0]["resumed_from"] == 0
+
+
 def test_changed_file_does_not_resume_a_stale_upload(server, client: Client, proxies, tmp_path: Path) -> None:
     """Same size, same first 64 KiB (so the same tuspy fingerprint), different content."""
     proxy = proxies(server.port, rate=MiB)
