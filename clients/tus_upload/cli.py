@@ -134,7 +134,7 @@ def json_line(result: Result) -> str:
 @click.option("--recursive", "-r", is_flag=True, help="Upload the files under directories given.")
 @click.option("--meta", "-m", multiple=True, metavar="KEY=VALUE", help="Extra Upload-Metadata (repeatable).")
 @click.option("--header", "-H", multiple=True, metavar="NAME: VALUE", help="Extra request header (repeatable), e.g. Authorization.")
-@click.option("--chunk-size", type=SizeParam(), default=None, help="Bytes per PATCH (e.g. 8MiB); default: the whole file in one PATCH.")
+@click.option("--chunk-size", type=SizeParam(), default=None, help="Bytes per PATCH (e.g. 8MiB); default: the whole file in one PATCH. With checksums a server keeps only PATCHes that arrived whole, so an interrupted run resumes from the last whole chunk: set this for big files.")
 @click.option("--parallel", "-p", type=click.IntRange(1, 64), default=1, help="Send each file as N partial uploads at once, joined by concatenation.")
 @click.option("--resume/--no-resume", default=True, help="Resume unfinished uploads of the same file from an earlier run.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True, help="Where unfinished uploads are remembered [default: uploads.json in the user's state directory].")

@@ -13,7 +13,6 @@ from typing import Callable
 
 import requests
 from tusclient.client import TusClient
-from tusclient.exceptions import TusCommunicationError
 
 from tus_upload.files import FileRange, LocalFile, split
 from tus_upload.resume import Entry, ResumeStore, fingerprint
@@ -186,7 +185,7 @@ class Transfer:
             return none
         urls: list[str | None] = []
         offsets: list[int] = []
-        for url, (_, length) in zip(entry.urls, ranges):
+        for url, (_, length) in zip(entry.urls, ranges, strict=True):
             if not url:
                 urls.append(None)
                 offsets.append(0)

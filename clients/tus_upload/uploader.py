@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urljoin

@@ -7,7 +7,6 @@ Uploads go through a proxy on 127.0.0.1 that slows request bodies down, so that
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import time
