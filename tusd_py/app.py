@@ -24,6 +24,7 @@ from tusd_py.middleware import TusHeadersMiddleware
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
+from tusd_py.ui import ui_routes
 
 logger = logging.getLogger("tusd_py")
 
@@ -97,7 +98,7 @@ def create_app(config: Config) -> Starlette:
     ]
     if base != "/":
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
-        routes.append(Route("/", greeting))
+        routes += ui_routes(config) or [Route("/", greeting)]
     middleware = [
         Middleware(TusHeadersMiddleware),
         Middleware(

@@ -35,6 +35,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
+@click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
@@ -55,6 +56,7 @@ def main(
     max_header_size: int,
     sweep_interval: float,
     lock_wait: float,
+    ui: bool,
     remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
@@ -77,6 +79,7 @@ def main(
         max_header_size=max_header_size,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
+        ui=ui,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )

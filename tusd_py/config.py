@@ -34,6 +34,7 @@ class Config:
     max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
+    ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
     def __post_init__(self) -> None:
