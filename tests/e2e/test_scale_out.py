@@ -369,3 +369,25 @@ def test_sweepers_on_three_instances_remove_each_expired_upload_once(make_cluste
     assert sorted(removed) == sorted(ids)  # each upload once, whichever instance claimed it
     for url in urls[:3]:
         assert head(url).status_code == 410
+
+
+def test_a_holder_whose_lease_was_taken_commits_nothing(cluster: Cluster) -> None:
+    """Fencing: the holder's own clock still says its lease runs, but the key says otherwise."""
+    data = os.urandom(1024 * 1024)
+    url = create(cluster.url, len(data))
+    upload_id = path_of(url).rsplit("/", 1)[1]
+    old = RawPatch(cluster.servers[0].port, path_of(url), 0, len(data))
+    client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    try:
+        old.trickle(data, 8 * 1024, 0.02)
+        time.sleep(0.3)
+        key = f"tusd-py:lock:{upload_id}"
+        assert client.get(key) is not None  # held by the PATCH
+        client.set(key, "a-new-holder", px=30_000)  # as if the lease had lapsed and been taken
+        status, text = old.response()
+        assert status == 423 and "ERR_LOCK_LOST" in text, (status, text)
+        assert client.hget(f"tusd-py:upload:{upload_id}", "offset") == "0"
+        assert client.get(key) == "a-new-holder"  # its release did not delete someone else's lock
+    finally:
+        old.close()
+        client.close()
