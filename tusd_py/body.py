@@ -5,6 +5,9 @@ losing what it already yielded, when the client disconnects, when no byte has
 come for `idle_timeout` seconds, or when someone interrupts it: another request
 that wants the upload's lock, or a server shutdown. Interrupting cancels only
 the pending `receive()`, never a write or a commit in progress.
+
+When the body stalls for `tick_after` seconds it yields one empty chunk, so the
+consumer gets a chance to commit what it has while the client is silent.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ STALLED_AFTER = 0.5  # seconds without a byte after which a holder counts as sta
 
 
 class BodyReader:
-    def __init__(self, receive: Receive, *, idle_timeout: float, release_grace: float) -> None:
+    def __init__(self, receive: Receive, *, idle_timeout: float, release_grace: float, tick_after: float = 1.0) -> None:
         self._receive = receive
         self._idle_timeout = idle_timeout
+        self._tick_after = tick_after
+        self._ticked = False  # one tick per stall
         self._release_grace = release_grace
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[object] | None = None
@@ -54,7 +59,10 @@ class BodyReader:
                     self._cancelled_by_us = False
                     if self._task is not None:
                         self._task.uncancel()
-                    return
+                    if self.error is not None:
+                        return
+                    yield b""  # a tick: the body stalled
+                    continue
                 finally:
                     self._receiving = False
                 if message["type"] == "http.disconnect":
@@ -63,6 +71,7 @@ class BodyReader:
                 body: bytes = message.get("body", b"")
                 if body:
                     self.last_activity = self._loop.time()
+                    self._ticked = False
                     self.received += len(body)
                     yield body
                 if not message.get("more_body", False):
@@ -92,12 +101,23 @@ class BodyReader:
             self._grace_timer = self._loop.call_later(self._release_grace, self.interrupt, ERR_UPLOAD_INTERRUPTED())
 
     def _arm_timer(self) -> None:
+        """One timer per body, moved along rather than re-created for every chunk."""
+        now = self._loop.time()
+        if self._ticked:
+            when = now + self._tick_after
+        else:
+            when = max(self.last_activity + self._tick_after, now + 0.05)
         if self._idle_timeout > 0:
-            self._timer = self._loop.call_at(self.last_activity + self._idle_timeout, self._check_idle)
+            when = min(when, max(self.last_activity + self._idle_timeout, now))
+        self._timer = self._loop.call_at(when, self._check_idle)
 
     def _check_idle(self) -> None:
-        if self._loop.time() - self.last_activity >= self._idle_timeout:
+        idle = self._loop.time() - self.last_activity
+        if self._idle_timeout > 0 and idle >= self._idle_timeout:
             self.interrupt(ERR_READ_TIMEOUT())
-        else:
-            self._arm_timer()
-
+            return
+        if not self._ticked and idle >= self._tick_after and self._receiving and self._task is not None:
+            self._ticked = True
+            self._cancelled_by_us = True
+            self._task.cancel()
+        self._arm_timer()

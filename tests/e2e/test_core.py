@@ -349,12 +349,17 @@ def test_cors(server) -> None:
     origin = {"Origin": "https://uploader.example"}
     preflight = requests.options(
         server.url,
-        headers={**origin, "Access-Control-Request-Method": "PATCH", "Access-Control-Request-Headers": "upload-offset,tus-resumable,content-type"},
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "upload-offset,tus-resumable,content-type,x-http-method-override",
+        },
         timeout=5,
     )
     assert preflight.status_code == 200
     assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
-    assert "upload-offset" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "upload-offset" in allowed and "x-http-method-override" in allowed  # C-35
     response = requests.post(server.url, headers={**TUS, **origin, "Upload-Length": "1"}, timeout=5)
     exposed = response.headers["Access-Control-Expose-Headers"]
     for name in ("Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata", "Upload-Expires",
@@ -399,3 +404,38 @@ def test_get_unfinished_upload_serves_committed_bytes(server) -> None:
     url = create(server.url, 10)
     assert patch(url, 0, b"abcd").status_code == 204
     assert requests.get(url, timeout=5).content == b"abcd"
+
+
+def test_every_response_carries_tus_resumable(server) -> None:
+    url = create(server.url, 3)
+    responses = [
+        requests.options(server.url, timeout=5),
+        head(url),
+        patch(url, 1, b"x"),  # 409
+        requests.get(server.base + "/no/such/route", timeout=5),  # 404 from the router
+        requests.put(url, headers=TUS, timeout=5),  # 405
+        requests.post(server.url, headers={"Tus-Resumable": "2"}, timeout=5),  # 412
+        requests.options(server.url, headers={"Origin": "https://a.example", "Access-Control-Request-Method": "PATCH"}, timeout=5),
+    ]
+    for response in responses:
+        assert response.headers.get("Tus-Resumable") == "1.0.0", (response.request.method, response.status_code)
+        assert response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+def test_expect_100_continue_on_creation_with_upload(server) -> None:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 5\r\n"
+        b"Content-Type: application/offset+octet-stream\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    interim = sock.recv(1024)
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    sock.sendall(b"hello")
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(4096)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 201"), reply
+    assert b"upload-offset: 5" in reply.lower()

@@ -114,8 +114,8 @@ class LocalStateStore:
             cursor = db.execute(
                 "UPDATE uploads SET offset = ?, expires = ?,"
                 " state = CASE WHEN length = ? THEN ? ELSE ? END"
-                " WHERE id = ? AND offset = ? AND state != ?",
-                (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED),
+                " WHERE id = ? AND offset = ? AND state != ? AND ? >= offset AND (length IS NULL OR ? <= length)",
+                (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED, new, new),
             )
             if cursor.rowcount == 1:
                 return new

@@ -3,7 +3,8 @@
 Layout (all keys under one prefix):
 - `<prefix>upload:<id>`: a hash with the fields of `Upload.to_fields`;
 - `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time.
-Every change is one round trip: a Lua script or a MULTI pipeline.
+Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
+the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py` does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from tusd_py.locks.base import Fence, Lock, LockLost
-from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 RETRIES = 1  # a call is tried again once after a connection error or timeout
@@ -29,11 +30,14 @@ return 1
 
 # KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id[, lock token].
 # Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no longer the committer's.
+# The offset only moves forward, from exactly `expected`, and never past the length.
 _COMMIT = """
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[5] then return -2 end
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
 if not cur[1] or cur[2] == 'expired' then return -1 end
 if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
+local new = tonumber(ARGV[2])
+if new < tonumber(cur[1]) or (cur[3] ~= '' and new > tonumber(cur[3])) then return tonumber(cur[1]) end
 local state = 'uploading'
 if cur[3] == ARGV[2] then state = 'finished' end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
@@ -77,7 +81,6 @@ class RedisStateStore:
         self._commit = client.register_script(_COMMIT)
         self._declare_length = client.register_script(_DECLARE_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
-        assert (UPLOADING, FINISHED, EXPIRED) == ("uploading", "finished", "expired")  # spelled out in the Lua
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:", timeout: float = 2.0) -> RedisStateStore:

@@ -21,7 +21,7 @@ class Writer(Protocol):
         """Accept a chunk; it may be buffered and written later."""
 
     async def checkpoint(self) -> int:
-        """`written` once the write in flight lands: a safe offset to commit mid-body."""
+        """Write what is buffered and return `written`: a safe offset to commit mid-body."""
 
     async def finish(self) -> int:
         """Write what is buffered, sync if configured, and return `written`.

@@ -122,8 +122,8 @@ class FileWriter:
         self._pending = loop.run_in_executor(self._executor, _pwritev_all, fd, batch, self.written, self._hasher)
 
     async def checkpoint(self) -> int:
-        """`written` after the batch in flight lands (and is synced, when fsync is on);
-        the batch still being gathered stays buffered."""
+        """Write what is buffered and return `written` (synced, when fsync is on)."""
+        await self._submit()
         await self._wait_pending()
         if self._fsync and self._fd is not None and self._error is None:
             try:
