@@ -75,10 +75,15 @@ class Nginx:
         servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;" for port in self.upstreams)
         return _CONFIG.format(prefix=self.directory, servers=servers, port=self.port, settings=PROXY_SETTINGS)
 
-    def start(self) -> Nginx:
+    @staticmethod
+    def binary() -> str:
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if binary is None:
             raise RuntimeError("nginx is not installed: run the README's test command (scripts/test.sh)")
+        return binary
+
+    def start(self) -> Nginx:
+        binary = self.binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "nginx.conf"
         conf.write_text(self.config())

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ import pytest
 import redis
 import requests
 
-from tests.cluster import Cluster
+from tests.cluster import PROXY_SETTINGS, Cluster, Nginx
 from tests.support import OCTET, TUS, create, head, patch
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,6 +138,27 @@ def content(url: str) -> bytes:
     response = requests.get(url, timeout=30)
     assert response.status_code == 200
     return response.content
+
+
+# -- the deployment files -------------------------------------------------------------
+
+
+def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
+    """deploy/nginx/nginx.conf as compose mounts it, checked by `nginx -t` (names become 127.0.0.1)."""
+    source = (PROXY_SETTINGS.parent / "nginx.conf").read_text()
+    assert "include /etc/nginx/tus-proxy.conf;" in source
+    config = re.sub(r"tusd[123]:1080", "127.0.0.1:1080", source)
+    config = config.replace("/etc/nginx/tus-proxy.conf", str(PROXY_SETTINGS)).replace("/tmp/nginx.pid", str(tmp_path / "pid"))
+    (tmp_path / "nginx.conf").write_text(config)
+    binary = Nginx(tmp_path, []).binary()
+    checked = subprocess.run(
+        [binary, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr
+    compose = (PROXY_SETTINGS.parent.parent.parent / "compose.yaml").read_text()
+    for needed in ("--appendonly", "yes", "uploads:/data", "TUSD_PY_BEHIND_PROXY", "deploy/nginx/tus-proxy.conf"):
+        assert needed in compose
 
 
 # -- through the proxy -------------------------------------------------------------
