@@ -65,23 +65,28 @@ def build_handler(config: Config) -> TusHandler:
 
 def create_app(config: Config) -> Starlette:
     handler = build_handler(config)
-    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval)
+    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval, concat=handler.concat)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(sweeper.run()) if config.expire_after > 0 else None
+        task = asyncio.create_task(sweeper.run())  # expiry, and final uploads still waiting on parts
         try:
             yield
         finally:
             handler.shutdown()
-            if task is not None:
-                task.cancel()
+            task.cancel()
+            await handler.concat.close()
             await handler.locker.close()
             await handler.state.close()
 
     async def state_unavailable(request: Request, exc: Exception) -> Response:
         logger.error("state store error: %s", exc)
         return error_response(p.ERR_STATE_UNAVAILABLE(Retry_After="1"), method=request.method)
+
+    async def storage_unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OSError)
+        error = handler.storage_error(exc) or p.ERR_STORAGE()
+        return error_response(error.with_headers(Retry_After="5"), method=request.method)
 
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
@@ -109,8 +114,9 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={RedisError: state_unavailable},
+        exception_handlers={RedisError: state_unavailable, OSError: storage_unavailable},
     )
+    app.router.redirect_slashes = False  # an upload URL never answers with a redirect
     app.state.tus = handler
     app.state.sweeper = sweeper
     return app

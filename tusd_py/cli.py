@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
-from types import FrameType
 
 import click
 import uvicorn
 
 from tusd_py.app import create_app
 from tusd_py.config import Config
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn, plus: on SIGINT/SIGTERM, running upload bodies stop and commit what they have.
-
-    uvicorn alone would wait for every in-flight request to end by itself, which a
-    PATCH of a large file may not do for a long time.
-    """
-
-    def __init__(self, config: uvicorn.Config, on_exit: callable) -> None:  # type: ignore[valid-type]
-        super().__init__(config)
-        self._on_exit = on_exit
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_exit)
+from tusd_py.server import GracefulServer, guarded_protocol
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -54,8 +30,13 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
+@click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
+@click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
+@click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
+@click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
+@click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -70,8 +51,13 @@ def main(
     behind_proxy: bool,
     fsync: bool,
     network_timeout: float,
+    max_concurrent_uploads: int,
+    max_metadata_size: int,
+    max_metadata_keys: int,
+    max_header_size: int,
     sweep_interval: float,
     lock_wait: float,
+    remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
@@ -88,8 +74,13 @@ def main(
         behind_proxy=behind_proxy,
         fsync=fsync,
         network_timeout=network_timeout,
+        max_concurrent_uploads=max_concurrent_uploads,
+        max_metadata_size=max_metadata_size,
+        max_metadata_keys=max_metadata_keys,
+        max_header_size=max_header_size,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
+        remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -106,6 +97,7 @@ def main(
         timeout_graceful_shutdown=config.shutdown_timeout,
         server_header=False,
         access_log=log_level == "debug",
+        http=guarded_protocol(config.max_header_size, config.network_timeout),
     )
     server = GracefulServer(uv_config, on_exit=handler.shutdown)
     server.run()

@@ -3,20 +3,34 @@
 Needs no server, survives restarts and crashes (WAL journal), and serves one
 instance. All SQLite calls run on one dedicated thread that owns the connection,
 so the event loop never blocks on the database and calls never interleave.
+
+The database shares its disk with the uploads. So that a full disk cannot stop
+the bytes already written from being committed, a small reserve file is kept
+beside it and given up when SQLite reports the disk full. Database errors leave
+as OSError (ENOSPC, EROFS, EIO), like the data store's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from tusd_py.locks.base import Fence, Lock
-from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, Upload
 
 T = TypeVar("T")
+logger = logging.getLogger("tusd_py.state")
+
+RESERVE_BYTES = 2 * 1024 * 1024
+RESERVE_RETRY_SECONDS = 60.0
 
 _COLUMNS = ("id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state")
 _SCHEMA = """
@@ -33,7 +47,27 @@ CREATE TABLE IF NOT EXISTS uploads (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS uploads_pending_finals ON uploads (created) WHERE parts != '' AND state = 'created';
+CREATE TABLE IF NOT EXISTS concat_waiters (
+    part TEXT NOT NULL,
+    final TEXT NOT NULL,
+    PRIMARY KEY (part, final)
+);
+CREATE INDEX IF NOT EXISTS concat_waiters_final ON concat_waiters (final);
 """
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Several statements as one (the connection is in autocommit mode, so `with db` would not do)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # also when COMMIT itself failed (a full disk), so the next call can begin
+            db.execute("ROLLBACK")
+        raise
 
 
 class LocalStateStore:
@@ -44,6 +78,9 @@ class LocalStateStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tusd-sqlite")
         self._db: sqlite3.Connection | None = None
         self._fsync = fsync
+        self._reserve = path.with_name(path.name + ".reserve")
+        self._reserve_tried = -RESERVE_RETRY_SECONDS
+        self._reserve_ok = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -58,7 +95,59 @@ class LocalStateStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._connect()))
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the database thread; on a full disk, give up the reserve and try once more."""
+        try:
+            result = self._attempt(fn)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self._release_reserve():
+                raise
+            result = self._attempt(fn)
+        self._keep_reserve()
+        return result
+
+    def _attempt(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._connect())
+        except sqlite3.OperationalError as exc:
+            primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # extended code -> primary
+            if primary == sqlite3.SQLITE_FULL:
+                raise OSError(errno.ENOSPC, "state database: disk full") from exc
+            if primary == sqlite3.SQLITE_READONLY:
+                raise OSError(errno.EROFS, "state database: read-only") from exc
+            if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+                raise OSError(errno.EIO, "state database: I/O error") from exc
+            raise
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve)
+        except FileNotFoundError:
+            return False
+        logger.warning("disk full: released the state database's reserve so commits go on")
+        self._reserve_ok = False
+        self._reserve_tried = time.monotonic()
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve when it is missing: at start, and a while after it was given up."""
+        if self._reserve_ok or time.monotonic() - self._reserve_tried < RESERVE_RETRY_SECONDS:
+            return
+        self._reserve_tried = time.monotonic()
+        if os.path.exists(self._reserve):
+            self._reserve_ok = True
+            return
+        try:
+            with open(self._reserve, "wb") as reserve:
+                reserve.write(bytes(RESERVE_BYTES))
+            self._reserve_ok = True
+        except OSError:
+            try:
+                os.unlink(self._reserve)
+            except OSError:
+                pass
 
     @staticmethod
     def _row(upload: Upload) -> tuple[Any, ...]:
@@ -136,7 +225,12 @@ class LocalStateStore:
         return await self._run(run)
 
     async def delete(self, upload_id: str) -> bool:
-        return await self._run(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1)
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (upload_id,))
+                return db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1
+
+        return await self._run(run)
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
@@ -163,6 +257,63 @@ class LocalStateStore:
         return await self._run(
             lambda db: db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
         )
+
+    async def create_final(self, upload: Upload) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            placeholders = ",".join("?" * len(_COLUMNS))
+            with _transaction(db):  # one transaction: the record and its waits exist together or not at all
+                cursor = db.execute(f"INSERT OR IGNORE INTO uploads VALUES ({placeholders})", self._row(upload))
+                if cursor.rowcount != 1:
+                    return False
+                db.executemany(
+                    "INSERT OR IGNORE INTO concat_waiters (part, final) VALUES (?, ?)",
+                    [(part, upload.id) for part in set(upload.parts)],
+                )
+            return True
+
+        return await self._run(run)
+
+    async def finals_waiting_on(self, part_id: str) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in db.execute("SELECT final FROM concat_waiters WHERE part = ?", (part_id,))]
+
+        return await self._run(run)
+
+    async def pending_finals(self, limit: int) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id FROM uploads WHERE parts != '' AND state = ? ORDER BY created LIMIT ?", (CREATED, limit)
+            )
+            return [row[0] for row in rows]
+
+        return await self._run(run)
+
+    async def finish_final(self, final_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cursor = db.execute(
+                    "UPDATE uploads SET offset = length, state = ?, expires = NULL"
+                    " WHERE id = ? AND parts != '' AND length IS NOT NULL AND state NOT IN (?, ?)",
+                    (FINISHED, final_id, FINISHED, EXPIRED),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (final_id,))
+            return True
+
+        return await self._run(run)
+
+    async def drop_final(self, final_id: str, now: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (final_id,))
+                cursor = db.execute(
+                    "UPDATE uploads SET state = ?, expires = ? WHERE id = ? AND parts != '' AND state NOT IN (?, ?)",
+                    (EXPIRED, now, final_id, FINISHED, EXPIRED),
+                )
+                return cursor.rowcount == 1
+
+        return await self._run(run)
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
