@@ -57,7 +57,8 @@ def build_handler(config: Config) -> TusHandler:
         from tusd_py.state.redis import RedisStateStore
 
         assert isinstance(state, RedisStateStore)
-        locker = RedisLocker(state.client, prefix=config.redis_prefix)
+        # The lock's acquiring script also reads the upload's record: one round trip for both.
+        locker = RedisLocker(state.client, prefix=config.redis_prefix, preload=state.key)
     else:
         locker = MemoryLocker()
     return TusHandler(config, state, data, locker)

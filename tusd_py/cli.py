@@ -23,6 +23,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--base-path", default="/files/", show_envvar=True, help="URL path of the creation endpoint.")
 @click.option("--dir", "data_dir", default="./data", type=click.Path(path_type=Path), show_envvar=True, help="Where upload data (and the embedded state) is stored.")
 @click.option("--redis-url", default=None, show_envvar=True, help="Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state.")
+@click.option("--redis-timeout", default=2.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds a Redis call may take before the request gets 503 (tried twice).")
 @click.option("--max-size", default=0, type=click.IntRange(min=0), show_envvar=True, help="Largest upload in bytes (0 = no limit).")
 @click.option("--expire-after", default=86400.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds an unfinished upload lives after its last write (0 = never).")
 @click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
@@ -44,6 +45,7 @@ def main(
     base_path: str,
     data_dir: Path,
     redis_url: str | None,
+    redis_timeout: float,
     max_size: int,
     expire_after: float,
     cors_origins: str,
@@ -67,6 +69,7 @@ def main(
         base_path=base_path,
         data_dir=data_dir,
         redis_url=redis_url or None,
+        redis_timeout=redis_timeout,
         max_size=max_size,
         expire_after=expire_after,
         cors_origins=_origins(cors_origins),

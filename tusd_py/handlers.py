@@ -25,7 +25,7 @@ from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
-from tusd_py.locks.base import Lock, Locker, LockTimeout
+from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
 from tusd_py.storage.base import DataStore
 from tusd_py.urls import upload_url
@@ -124,10 +124,11 @@ class TusHandler:
 
     # -- helpers -------------------------------------------------------------------
 
-    async def _load(self, upload_id: str) -> Upload:
+    async def _load(self, upload_id: str, lock: Lock | None = None) -> Upload:
+        """The upload's record; under `lock`, pass it (the locker may have read the record already)."""
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()  # checked before any store is asked: ids never reach the disk unchecked
-        upload = await self.state.get(upload_id)
+        upload = await self.state.get(upload_id, lock=lock)
         if upload is None:
             raise p.ERR_NOT_FOUND()
         if upload.state == EXPIRED or (upload.expires is not None and upload.expires <= time.time()):
@@ -286,7 +287,16 @@ class TusHandler:
     # -- HEAD ----------------------------------------------------------------------
 
     async def head(self, request: Request) -> Response:
-        upload = await self._load(request.path_params["upload_id"])
+        upload_id = request.path_params["upload_id"]
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        try:
+            # Under the lock (asking a running PATCH to let go, as tusd), so the offset
+            # reported is not one that a PATCH still streaming is about to move.
+            async with self._lock(upload_id) as lock:
+                upload = await self._load(upload_id, lock)
+        except LockTimeout:
+            raise p.ERR_UPLOAD_LOCKED() from None
         headers = {"Cache-Control": "no-store"}
         if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
             headers["Upload-Offset"] = str(upload.offset)
@@ -333,7 +343,7 @@ class TusHandler:
         reader: BodyReader,
     ) -> Response:
         async with self._lock(upload_id, reader) as lock:
-            upload = await self._load(upload_id)
+            upload = await self._load(upload_id, lock)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
@@ -404,7 +414,7 @@ class TusHandler:
                 if writer.error is not None:
                     break
                 if checksum is None and loop.time() >= next_commit:
-                    current = await self._commit(current, await writer.checkpoint())
+                    current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
         finally:
             self.readers.discard(reader)
@@ -422,7 +432,7 @@ class TusHandler:
             hasher, expected = checksum
             if hasher.digest() != expected:
                 return BodyResult(current, p.ERR_CHECKSUM_MISMATCH())
-        current = await self._commit(current, written)
+        current = await self._commit(current, written, lock)
         if current.finished:
             await self._finished(current)
         if writer.error is not None:
@@ -433,13 +443,18 @@ class TusHandler:
             return BodyResult(current, p.ERR_UNEXPECTED_EOF(), close=True)
         return BodyResult(current)
 
-    async def _commit(self, upload: Upload, written: int) -> Upload:
-        """Move the committed offset up to `written` (compare-and-set) and slide the expiry."""
+    async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
+        """Move the committed offset up to `written` (compare-and-set) and slide the expiry.
+
+        The lock's fence goes along: a lease that lapsed, however briefly, commits nothing."""
         if written <= upload.offset:
             return upload
         finished = upload.length is not None and written == upload.length
         expires = self._expiry(finished)
-        stored = await self.state.commit_offset(upload.id, upload.offset, written, expires)
+        try:
+            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence)
+        except LockLost:
+            raise p.ERR_LOCK_LOST(Connection="close") from None
         if stored is None:
             raise p.ERR_NOT_FOUND()
         if stored != written:
@@ -477,8 +492,8 @@ class TusHandler:
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()
         try:
-            async with self._lock(upload_id):
-                upload = await self._load(upload_id)
+            async with self._lock(upload_id) as lock:
+                upload = await self._load(upload_id, lock)
                 await self.state.delete(upload.id)
                 await self.data.delete(upload.id)
         except LockTimeout:
