@@ -37,6 +37,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
+@click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
@@ -59,6 +60,7 @@ def main(
     sweep_interval: float,
     lock_wait: float,
     ui: bool,
+    ietf_draft: bool,
     remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
@@ -83,6 +85,7 @@ def main(
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
         ui=ui,
+        ietf_draft=ietf_draft,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )

@@ -19,12 +19,14 @@ from typing import Awaitable, Callable, Iterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tusd_py import ietf
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
+from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
 from tusd_py.storage.base import DataStore
@@ -68,6 +70,7 @@ class TusHandler:
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
         self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
+        self.ietf = IetfHandler(self) if config.ietf_draft else None
 
     def _extensions(self) -> str:
         names = ["creation", "creation-with-upload", "creation-defer-length", "termination", "checksum"]
@@ -80,10 +83,14 @@ class TusHandler:
 
     async def creation_endpoint(self, request: Request) -> Response:
         method = self._method(request)
+        if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
+            return await self.ietf.creation_endpoint(request, method, version)
         return await self._dispatch(request, method, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
 
     async def upload_endpoint(self, request: Request) -> Response:
         method = self._method(request)
+        if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
+            return await self.ietf.upload_endpoint(request, method, version)
         handlers = {"HEAD": self.head, "PATCH": self.patch, "DELETE": self.delete, "GET": self.get, "OPTIONS": self.options}
         return await self._dispatch(request, method, handlers, UPLOAD_METHODS)
 
@@ -148,6 +155,20 @@ class TusHandler:
     def _lock(self, upload_id: str, reader: BodyReader | None = None):  # type: ignore[no-untyped-def]
         release = reader.request_release if reader is not None else None
         return self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
+
+    def _reader(self, request: Request) -> BodyReader:
+        return BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+
+    async def _load_locked(self, upload_id: str) -> Upload:
+        """The record read under the upload's lock (asking a running PATCH to let go, as
+        tusd), so the offset reported is not one that a body still streaming is about to move."""
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        try:
+            async with self._lock(upload_id) as lock:
+                return await self._load(upload_id, lock)
+        except LockTimeout:
+            raise p.ERR_UPLOAD_LOCKED() from None
 
     # -- OPTIONS -------------------------------------------------------------------
 
@@ -287,16 +308,7 @@ class TusHandler:
     # -- HEAD ----------------------------------------------------------------------
 
     async def head(self, request: Request) -> Response:
-        upload_id = request.path_params["upload_id"]
-        if not p.is_valid_id(upload_id):
-            raise p.ERR_NOT_FOUND()
-        try:
-            # Under the lock (asking a running PATCH to let go, as tusd), so the offset
-            # reported is not one that a PATCH still streaming is about to move.
-            async with self._lock(upload_id) as lock:
-                upload = await self._load(upload_id, lock)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        upload = await self._load_locked(request.path_params["upload_id"])
         headers = {"Cache-Control": "no-store"}
         if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
             headers["Upload-Offset"] = str(upload.offset)
@@ -326,7 +338,7 @@ class TusHandler:
         declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        reader = self._reader(request)
         try:
             with self._body_slot():
                 return await self._append(upload_id, offset, declared, content_length, checksum, reader)
@@ -357,7 +369,7 @@ class TusHandler:
                     await self._finished(upload)
                 response_headers["Upload-Offset"] = str(upload.offset)
                 return Response(status_code=204, headers=response_headers)
-            self._check_body_fits(offset, upload.length, content_length)
+            self._check_body_fits(offset, upload.bound, content_length)
             result = await self._write_body(upload, reader, lock, checksum)
         if result.error is not None:
             raise result.error.with_headers(Connection="close") if result.close else result.error
@@ -368,15 +380,18 @@ class TusHandler:
     async def _declare_length(self, upload: Upload, length: int) -> Upload:
         if upload.length is not None or length < upload.offset:
             raise p.ERR_INVALID_LENGTH_CHANGE()
+        if upload.expected_length is not None and length != upload.expected_length:
+            raise p.ERR_INVALID_LENGTH_CHANGE("Upload-Length differs from the length announced when the upload was created")
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
         if not await self.state.declare_length(upload.id, length):
             raise p.ERR_INVALID_LENGTH_CHANGE()
-        return upload.replace(length=length)
+        finished = length == upload.offset
+        return upload.replace(length=length, state=FINISHED if finished else upload.state, expires=None if finished else upload.expires)
 
     async def _store_body(self, request: Request, upload: Upload, checksum: tuple[Hasher, bytes] | None) -> BodyResult:
         """creation-with-upload: the POST body goes through the same path as a PATCH."""
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        reader = self._reader(request)
         try:
             async with self._lock(upload.id, reader) as lock:
                 return await self._write_body(upload, reader, lock, checksum)
@@ -384,7 +399,12 @@ class TusHandler:
             return BodyResult(upload, p.ERR_UPLOAD_LOCKED())
 
     async def _write_body(
-        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: tuple[Hasher, bytes] | None
+        self,
+        upload: Upload,
+        reader: BodyReader,
+        lock: Lock,
+        checksum: tuple[Hasher, bytes] | None,
+        on_commit: Callable[[Upload], Awaitable[None]] | None = None,
     ) -> BodyResult:
         """Stream the body to disk at the upload's offset and commit what may be committed.
 
@@ -392,9 +412,10 @@ class TusHandler:
         the client goes away or the reader is interrupted (checklist C-30), and the
         offset is committed every COMMIT_INTERVAL on the way, so a crash loses little.
         With a checksum nothing is committed unless the whole body arrived and matched.
+        `on_commit` hears of each commit made while the body still streams.
         """
         loop = asyncio.get_running_loop()
-        room = self._room(upload.offset, upload.length)
+        room = self._room(upload.offset, upload.bound)
         writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
         current = upload
         next_commit = loop.time() + COMMIT_INTERVAL
@@ -416,12 +437,14 @@ class TusHandler:
                 if checksum is None and loop.time() >= next_commit:
                     current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
+                    if on_commit is not None:
+                        await on_commit(current)
         finally:
             self.readers.discard(reader)
             written = await writer.finish()
 
         if overflow:
-            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.length is not None else p.ERR_MAX_SIZE_EXCEEDED()
+            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.bound is not None else p.ERR_MAX_SIZE_EXCEEDED()
             return BodyResult(current, error, close=True)
         if lost or not lock.valid():
             return BodyResult(current, p.ERR_LOCK_LOST(), close=True)
@@ -494,13 +517,17 @@ class TusHandler:
         try:
             async with self._lock(upload_id) as lock:
                 upload = await self._load(upload_id, lock)
-                await self.state.delete(upload.id)
-                await self.data.delete(upload.id)
+                await self._terminate(upload)
         except LockTimeout:
             raise p.ERR_UPLOAD_LOCKED() from None
+        return Response(status_code=204)
+
+    async def _terminate(self, upload: Upload) -> None:
+        """Forget the upload and its bytes; the caller holds its lock."""
+        await self.state.delete(upload.id)
+        await self.data.delete(upload.id)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
-        return Response(status_code=204)
 
     # -- GET (download, not part of tus) -------------------------------------------
 
