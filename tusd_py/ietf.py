@@ -13,9 +13,11 @@ valid is ignored as a whole, as the draft asks of receivers (checklist I-01).
 from __future__ import annotations
 
 import email.message
+import email.utils
 import json
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ _VERSION_RE = re.compile(r"[0-9]{1,3}")
 # Content types that label the transfer, not the representation (tus-js-client sends
 # application/partial-upload on a creation request that carries data).
 _TRANSFER_TYPES = {PARTIAL_UPLOAD, p.OFFSET_CONTENT_TYPE}
+_EXT_FILENAME_RE = re.compile(r";\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
 
 
 def interop_version(headers: Headers) -> int | None:
@@ -128,14 +131,29 @@ def metadata(headers: Headers) -> str | None:
     content_type = headers.get("content-type", "").strip()
     if content_type and content_type.split(";")[0].strip().lower() not in _TRANSFER_TYPES:
         values["filetype"] = content_type.encode("utf-8", "replace")
-    disposition = headers.get("content-disposition")
-    if disposition:
-        message = email.message.Message()
-        message["content-disposition"] = disposition
-        filename = message.get_filename()  # filename*= (RFC 8187) before filename=
-        if filename:
-            values["filename"] = filename.encode("utf-8", "replace")
+    filename = _filename(headers.get("content-disposition"))
+    if filename:
+        values["filename"] = filename.encode("utf-8", "replace")
     return p.encode_metadata(values) if values else None
+
+
+def _filename(disposition: str | None) -> str | None:
+    """The file name of a `Content-Disposition`: `filename*` (RFC 8187) before `filename`, as
+    RFC 6266 asks (the stdlib parser keeps whichever comes last). GET makes it safe to send back."""
+    if not disposition:
+        return None
+    extended = _EXT_FILENAME_RE.search(disposition)
+    if extended is not None:
+        charset, _language, encoded = email.utils.decode_rfc2231(extended.group(1))
+        if charset is not None:
+            try:
+                return urllib.parse.unquote(encoded, encoding=charset, errors="replace")
+            except LookupError:  # an unknown charset: try the plain parameter
+                pass
+    message = email.message.Message()
+    message["content-disposition"] = disposition
+    filename = message.get_param("filename", header="content-disposition")
+    return filename if isinstance(filename, str) else None
 
 
 # -- digests (RFC 9530) ---------------------------------------------------------------
