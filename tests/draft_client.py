@@ -44,6 +44,7 @@ class Exchange:
 
 class Connection:
     def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buffer = b""
 
@@ -57,7 +58,7 @@ class Connection:
         self.close()
 
     def send_head(self, method: str, path: str, headers: dict[str, str], *, version: str = "HTTP/1.1") -> None:
-        lines = [f"{method} {path} {version}", "Host: 127.0.0.1"]
+        lines = [f"{method} {path} {version}", f"Host: 127.0.0.1:{self.port}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 

@@ -38,6 +38,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
+@click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
@@ -61,6 +62,7 @@ def main(
     lock_wait: float,
     ui: bool,
     ietf_draft: bool,
+    ietf_interim: bool,
     remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
@@ -86,6 +88,7 @@ def main(
         lock_wait=lock_wait,
         ui=ui,
         ietf_draft=ietf_draft,
+        ietf_interim=ietf_interim,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )

@@ -37,6 +37,7 @@ class Config:
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
     ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
     ietf_draft: bool = True  # also serve the IETF resumable-upload draft (interop 6 and 8) on the same uploads
+    ietf_interim: bool = True  # send its 104 interim responses (off behind proxies that mishandle 1xx, e.g. nginx)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
     def __post_init__(self) -> None:

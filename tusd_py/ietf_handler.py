@@ -11,6 +11,12 @@ draft upload keeps `length` unset, as a tus upload with a deferred length, until
 a request with `Upload-Complete: ?1` has been fully processed; the length it
 announced before that is `expected_length`, which bounds the offset. Completing
 declares the length, which finishes the upload for both protocols at once.
+
+Interop version 6 (draft -05) is served as tusd serves it: a length announced with
+`Upload-Length` is the upload's length, reached means complete. Its one real client,
+tus-js-client's `ietf-draft-05`, depends on that: reading from a file in chunks, it
+never sends `Upload-Complete: ?1` (its node FileSource marks only a chunk that covers
+the whole file as the last), and takes the offset reaching the size for success.
 """
 
 from __future__ import annotations
@@ -100,10 +106,12 @@ class IetfHandler:
         if has_body:
             self._check_content_fits(0, expected, fields.content_length)
             checksum = self._content_digest(request)
+        tus_length = expected if version < 7 and fields.length is not None else None  # see the module doc
         upload = Upload(
             id=p.new_upload_id(),
-            length=None,  # set when the upload completes (I-03)
-            expected_length=expected,
+            length=tus_length,  # else set when the upload completes (I-03)
+            expected_length=None if tus_length is not None else expected,
+            state=FINISHED if tus_length == 0 else "created",
             metadata=metadata,
             created=time.time(),
             expires=self.tus._expiry(False),
@@ -127,10 +135,12 @@ class IetfHandler:
             raise RuntimeError("upload id collision")
         location = upload_url(request, self.config, upload.id)
         headers = {"Location": location, "Upload-Limit": ietf.upload_limit(self.config, version, upload)}
+        if upload.finished:  # draft -05, an empty upload
+            await self.tus._finished(upload)
         if has_body:  # the resource exists: say where, before reading the content (I-10, I-11)
-            await ietf.send_interim(request, {**headers, "Upload-Draft-Interop-Version": str(version)})
+            await self._interim(request, {**headers, "Upload-Draft-Interop-Version": str(version)})
         digest: dict[str, str] = {}
-        if has_body or fields.complete:
+        if (has_body or fields.complete) and not upload.finished:
             reader = self.tus._reader(request)
             try:
                 async with self.tus._lock(upload.id, reader) as lock:
@@ -199,7 +209,7 @@ class IetfHandler:
                 return await self._append_to_complete(request, version, upload, fields, has_body)
             if fields.offset != upload.offset:
                 raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset), Upload_Complete="?0")
-            upload = await self._record_length(upload, fields)
+            upload = await self._record_length(upload, fields, version)
             if has_body:
                 await self._check_fits(upload, fields.content_length, version)
                 result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
@@ -264,13 +274,18 @@ class IetfHandler:
             raise p.ERR_INCONSISTENT_LENGTH("the length is below the upload's offset")
         return known
 
-    async def _record_length(self, upload: Upload, fields: ietf.Fields) -> Upload:
+    async def _record_length(self, upload: Upload, fields: ietf.Fields, version: int) -> Upload:
         """Record a length an append announces (I-14); it must agree with the one known."""
         length = self._announced(fields, offset=upload.offset, known=upload.bound)
         if length is None or upload.bound is not None:
             return upload
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
+        if version < 7 and fields.length is not None:  # draft -05: the tus length (module doc)
+            upload = await self.tus._declare_length(upload, length)
+            if upload.finished:
+                await self.tus._finished(upload)
+            return upload
         if not await self.tus.state.expect_length(upload.id, length):
             raise p.ERR_INCONSISTENT_LENGTH()
         return upload.replace(expected_length=length)
@@ -371,13 +386,16 @@ class IetfHandler:
         headers["Upload-Limit"] = ietf.upload_limit(self.config, version, upload)
         return headers
 
-    @staticmethod
-    def _progress(request: Request, version: int) -> Callable[[Upload], Awaitable[None]]:
+    async def _interim(self, request: Request, headers: dict[str, str]) -> None:
+        """A 104, unless turned off: nginx, for one, takes an upstream 1xx for the final
+        response and then waits for the upstream connection to close (see README)."""
+        if self.config.ietf_interim:
+            await ietf.send_interim(request, headers)
+
+    def _progress(self, request: Request, version: int) -> Callable[[Upload], Awaitable[None]]:
         """Interim 104s with the offset as commits happen while content streams (I-15, I-27)."""
 
         async def progress(upload: Upload) -> None:
-            await ietf.send_interim(
-                request, {"Upload-Offset": str(upload.offset), "Upload-Draft-Interop-Version": str(version)}
-            )
+            await self._interim(request, {"Upload-Offset": str(upload.offset), "Upload-Draft-Interop-Version": str(version)})
 
         return progress
