@@ -31,6 +31,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
 @click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
+@click.option("--max-concat-parts", default=1000, type=click.IntRange(min=1), show_envvar=True, help="Most partial uploads one final upload may list.")
 @click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
 @click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
 @click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
@@ -53,6 +54,7 @@ def main(
     fsync: bool,
     network_timeout: float,
     max_concurrent_uploads: int,
+    max_concat_parts: int,
     max_metadata_size: int,
     max_metadata_keys: int,
     max_header_size: int,
@@ -77,6 +79,7 @@ def main(
         fsync=fsync,
         network_timeout=network_timeout,
         max_concurrent_uploads=max_concurrent_uploads,
+        max_concat_parts=max_concat_parts,
         max_metadata_size=max_metadata_size,
         max_metadata_keys=max_metadata_keys,
         max_header_size=max_header_size,

@@ -32,6 +32,7 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of request line and headers; 431 above
     max_metadata_size: int = 16 * 1024  # bytes of Upload-Metadata; 400 above
     max_metadata_keys: int = 64
+    max_concat_parts: int = 1000  # partial uploads one final upload may list; 400 above
     max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write

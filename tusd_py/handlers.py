@@ -14,7 +14,7 @@ import errno
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -145,9 +145,28 @@ class TusHandler:
         if upload.expires is not None and not upload.finished:
             headers["Upload-Expires"] = p.format_http_date(upload.expires)
 
-    def _lock(self, upload_id: str, reader: BodyReader | None = None):  # type: ignore[no-untyped-def]
+    @contextlib.asynccontextmanager
+    async def _locked(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[tuple[Lock, Upload]]:
+        """Hold the upload's lock and read its record under it.
+
+        A request holding the lock is asked to let go (as tusd does); one that will
+        not within `lock_wait` makes this a 423. With `reader`, this request can in
+        turn be asked to let go while it streams its body.
+        """
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
         release = reader.request_release if reader is not None else None
-        return self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                lock = await stack.enter_async_context(
+                    self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
+                )
+            except LockTimeout:
+                raise p.ERR_UPLOAD_LOCKED() from None
+            yield lock, await self._load(upload_id, lock)
+
+    def _reader(self, request: Request) -> BodyReader:
+        return BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
 
     # -- OPTIONS -------------------------------------------------------------------
 
@@ -287,16 +306,10 @@ class TusHandler:
     # -- HEAD ----------------------------------------------------------------------
 
     async def head(self, request: Request) -> Response:
-        upload_id = request.path_params["upload_id"]
-        if not p.is_valid_id(upload_id):
-            raise p.ERR_NOT_FOUND()
-        try:
-            # Under the lock (asking a running PATCH to let go, as tusd), so the offset
-            # reported is not one that a PATCH still streaming is about to move.
-            async with self._lock(upload_id) as lock:
-                upload = await self._load(upload_id, lock)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        # Under the lock (asking a running PATCH to let go, as tusd), so the offset
+        # reported is not one that a PATCH still streaming is about to move.
+        async with self._locked(request.path_params["upload_id"]) as (_, upload):
+            pass
         headers = {"Cache-Control": "no-store"}
         if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
             headers["Upload-Offset"] = str(upload.offset)
@@ -326,12 +339,8 @@ class TusHandler:
         declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
-        try:
-            with self._body_slot():
-                return await self._append(upload_id, offset, declared, content_length, checksum, reader)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        with self._body_slot():
+            return await self._append(upload_id, offset, declared, content_length, checksum, self._reader(request))
 
     async def _append(
         self,
@@ -342,8 +351,7 @@ class TusHandler:
         checksum: tuple[Hasher, bytes] | None,
         reader: BodyReader,
     ) -> Response:
-        async with self._lock(upload_id, reader) as lock:
-            upload = await self._load(upload_id, lock)
+        async with self._locked(upload_id, reader) as (lock, upload):
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
@@ -376,9 +384,9 @@ class TusHandler:
 
     async def _store_body(self, request: Request, upload: Upload, checksum: tuple[Hasher, bytes] | None) -> BodyResult:
         """creation-with-upload: the POST body goes through the same path as a PATCH."""
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        reader = self._reader(request)
         try:
-            async with self._lock(upload.id, reader) as lock:
+            async with self.locker.hold(upload.id, wait=self.config.lock_wait, on_release_request=reader.request_release) as lock:
                 return await self._write_body(upload, reader, lock, checksum)
         except LockTimeout:
             return BodyResult(upload, p.ERR_UPLOAD_LOCKED())
@@ -488,16 +496,9 @@ class TusHandler:
     # -- DELETE (termination) ------------------------------------------------------
 
     async def delete(self, request: Request) -> Response:
-        upload_id = request.path_params["upload_id"]
-        if not p.is_valid_id(upload_id):
-            raise p.ERR_NOT_FOUND()
-        try:
-            async with self._lock(upload_id) as lock:
-                upload = await self._load(upload_id, lock)
-                await self.state.delete(upload.id)
-                await self.data.delete(upload.id)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        async with self._locked(request.path_params["upload_id"]) as (_, upload):
+            await self.state.delete(upload.id)
+            await self.data.delete(upload.id)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
         return Response(status_code=204)
