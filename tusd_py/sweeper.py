@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 from tusd_py.locks.base import Locker, LockTimeout
 from tusd_py.state.base import StateStore
@@ -30,6 +31,7 @@ class Sweeper:
         self.locker = locker
         self.interval = interval
         self.removed = 0
+        self.on_expired: list[Callable[[str], None]] = []  # told each upload this instance expired
 
     async def sweep(self) -> int:
         """One pass; returns how many uploads this instance removed."""
@@ -57,6 +59,8 @@ class Sweeper:
         except LockTimeout:
             return False  # being written right now; its expiry moves on with the write
         logger.info("expired upload %s removed", upload_id)
+        for callback in self.on_expired:
+            callback(upload_id)
         return True
 
     async def run(self) -> None:
