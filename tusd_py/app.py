@@ -96,6 +96,12 @@ def create_app(config: Config) -> Starlette:
         request.state.tus_error = p.ERR_STATE_UNAVAILABLE.code
         return error_response(p.ERR_STATE_UNAVAILABLE(Retry_After="1"), method=request.method)
 
+    async def storage_unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OSError)
+        error = handler.storage_error(exc) or p.ERR_STORAGE()
+        request.state.tus_error = error.code
+        return error_response(error.with_headers(Retry_After="5"), method=request.method)
+
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
@@ -127,8 +133,9 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={RedisError: state_unavailable},
+        exception_handlers={RedisError: state_unavailable, OSError: storage_unavailable},
     )
+    app.router.redirect_slashes = False  # an upload URL never answers with a redirect
     app.state.tus = handler
     app.state.sweeper = sweeper
     return app

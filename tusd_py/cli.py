@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
-from types import FrameType
 
 import click
 import uvicorn
@@ -13,28 +10,7 @@ import uvicorn
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.logs import configure_logging
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn, plus: on SIGINT/SIGTERM, running upload bodies stop and commit what they have.
-
-    uvicorn alone would wait for every in-flight request to end by itself, which a
-    PATCH of a large file may not do for a long time.
-    """
-
-    def __init__(self, config: uvicorn.Config, on_exit: callable) -> None:  # type: ignore[valid-type]
-        super().__init__(config)
-        self._on_exit = on_exit
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_exit)
+from tusd_py.server import GracefulServer, guarded_protocol
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -57,6 +33,10 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
+@click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
+@click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
+@click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
+@click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
 @click.option("--hooks-module", default=None, show_envvar=True, help="Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks.")
@@ -85,6 +65,10 @@ def main(
     behind_proxy: bool,
     fsync: bool,
     network_timeout: float,
+    max_concurrent_uploads: int,
+    max_metadata_size: int,
+    max_metadata_keys: int,
+    max_header_size: int,
     sweep_interval: float,
     lock_wait: float,
     hooks_module: str | None,
@@ -115,6 +99,10 @@ def main(
         behind_proxy=behind_proxy,
         fsync=fsync,
         network_timeout=network_timeout,
+        max_concurrent_uploads=max_concurrent_uploads,
+        max_metadata_size=max_metadata_size,
+        max_metadata_keys=max_metadata_keys,
+        max_header_size=max_header_size,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
         hooks_module=hooks_module or None,
@@ -147,6 +135,7 @@ def main(
         server_header=False,
         access_log=False,  # logs.AccessLogMiddleware writes one line per request
         log_config=None,  # configure_logging did it
+        http=guarded_protocol(config.max_header_size, config.network_timeout),
     )
     server = GracefulServer(uv_config, on_exit=handler.shutdown)
     server.run()

@@ -28,6 +28,10 @@ class Config:
     lock_wait: float = 3.0  # how long a request waits for an upload's lock before 423
     release_grace: float = 1.0  # how long a busy holder may go on after another request asks for its lock
     network_timeout: float = 60.0  # idle seconds allowed between two reads of a request body
+    max_header_size: int = 64 * 1024  # bytes of request line and headers; 431 above
+    max_metadata_size: int = 16 * 1024  # bytes of Upload-Metadata; 400 above
+    max_metadata_keys: int = 64
+    max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
     # Hooks (see hooks/ and docs/hooks.md)

@@ -9,12 +9,12 @@ the data store and the locker only through their interfaces (see `state/`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -75,6 +75,7 @@ class TusHandler:
         self.hooks = hooks or Hooks()
         self.metrics = metrics or Metrics()
         self.readers: set[BodyReader] = set()
+        self.streaming = 0  # request bodies in progress (see _body_slot)
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
@@ -164,7 +165,7 @@ class TusHandler:
         if upload.expires is not None and not upload.finished:
             headers["Upload-Expires"] = p.format_http_date(upload.expires)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def _lock(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[Lock]:
         """The upload's lock, for the `async with` body (LockTimeout if busy too long)."""
         release = None
@@ -208,19 +209,29 @@ class TusHandler:
             raise p.ERR_INVALID_CONCAT("concatenation is not supported")
         length = self._creation_length(request)
         metadata_header = headers.get("upload-metadata")
-        p.parse_metadata(metadata_header)
+        self._check_metadata(metadata_header)
         has_body = headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = None
         if has_body:
             self._check_body_fits(0, length, content_length)
             checksum = self._checksum(request)
-        now = time.time()
+        with self._body_slot() if has_body else contextlib.nullcontext():
+            return await self._create(request, length, metadata_header, has_body, checksum)
+
+    async def _create(
+        self,
+        request: Request,
+        length: int | None,
+        metadata_header: str | None,
+        has_body: bool,
+        checksum: tuple[Hasher, bytes] | None,
+    ) -> Response:
         upload = Upload(
             id=p.new_upload_id(),
             length=length,
             metadata=metadata_header,
-            created=now,
+            created=time.time(),
             expires=self._expiry(length == 0),
             state=FINISHED if length == 0 else "created",
         )
@@ -249,6 +260,24 @@ class TusHandler:
                 raise error.with_headers(**response_headers)
         self._expires_header(response_headers, upload)
         return Response(status_code=201, headers=response_headers)
+
+    @contextlib.contextmanager
+    def _body_slot(self) -> Iterator[None]:
+        """Counts request bodies streaming on this instance; past the cap, 429 (clients back off)."""
+        limit = self.config.max_concurrent_uploads
+        if limit and self.streaming >= limit:
+            raise p.ERR_TOO_MANY_UPLOADS(Retry_After="1")
+        self.streaming += 1
+        try:
+            yield
+        finally:
+            self.streaming -= 1
+
+    def _check_metadata(self, header: str | None) -> None:
+        if header is not None and len(header) > self.config.max_metadata_size:
+            raise p.ERR_METADATA_TOO_LARGE()
+        if len(p.parse_metadata(header)) > self.config.max_metadata_keys:
+            raise p.ERR_METADATA_TOO_LARGE()
 
     def _creation_length(self, request: Request) -> int | None:
         length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
@@ -319,25 +348,37 @@ class TusHandler:
         checksum = self._checksum(request)
         reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
         try:
-            async with self._lock(upload_id, reader) as lock:
-                upload = await self._load(upload_id)
-                if upload.final:
-                    raise p.ERR_MODIFY_FINAL()
-                if offset != upload.offset:
-                    raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
-                if declared is not None:
-                    upload = await self._declare_length(upload, declared)
-                response_headers: dict[str, str] = {}
-                if upload.finished:
-                    # tusd: a PATCH to a complete upload changes nothing and reports the offset.
-                    if declared is not None:  # declaring the length completed it (checklist DL-08)
-                        await self._finished(upload)
-                    response_headers["Upload-Offset"] = str(upload.offset)
-                    return Response(status_code=204, headers=response_headers)
-                self._check_body_fits(offset, upload.length, content_length)
-                result = await self._write_body(upload, reader, lock, checksum)
+            with self._body_slot():
+                return await self._append(upload_id, offset, declared, content_length, checksum, reader)
         except LockTimeout:
             raise p.ERR_UPLOAD_LOCKED() from None
+
+    async def _append(
+        self,
+        upload_id: str,
+        offset: int,
+        declared: int | None,
+        content_length: int | None,
+        checksum: tuple[Hasher, bytes] | None,
+        reader: BodyReader,
+    ) -> Response:
+        async with self._lock(upload_id, reader) as lock:
+            upload = await self._load(upload_id)
+            if upload.final:
+                raise p.ERR_MODIFY_FINAL()
+            if offset != upload.offset:
+                raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+            if declared is not None:
+                upload = await self._declare_length(upload, declared)
+            response_headers: dict[str, str] = {}
+            if upload.finished:
+                # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                if declared is not None:  # declaring the length completed it (checklist DL-08)
+                    await self._finished(upload)
+                response_headers["Upload-Offset"] = str(upload.offset)
+                return Response(status_code=204, headers=response_headers)
+            self._check_body_fits(offset, upload.length, content_length)
+            result = await self._write_body(upload, reader, lock, checksum)
         if result.error is not None:
             raise result.error.with_headers(Connection="close") if result.close else result.error
         response_headers["Upload-Offset"] = str(result.upload.offset)
@@ -415,7 +456,7 @@ class TusHandler:
             return BodyResult(current, p.ERR_LOCK_LOST(), close=True)
         if checksum is not None:
             if reader.stopped_early or writer.error is not None:
-                error = reader.error or self._storage_error(writer.error) or p.ERR_UNEXPECTED_EOF()
+                error = reader.error or self.storage_error(writer.error) or p.ERR_UNEXPECTED_EOF()
                 return BodyResult(current, error, close=True)
             hasher, expected = checksum
             if hasher.digest() != expected:
@@ -431,7 +472,7 @@ class TusHandler:
         if current.finished:
             await self._finished(current)
         if writer.error is not None:
-            return BodyResult(current, self._storage_error(writer.error), close=not reader.complete)
+            return BodyResult(current, self.storage_error(writer.error), close=not reader.complete)
         if reader.error is not None:
             return BodyResult(current, reader.error, close=True)
         if reader.disconnected:
@@ -453,13 +494,13 @@ class TusHandler:
         return upload.replace(offset=written, expires=expires, state=FINISHED if finished else "uploading")
 
     @staticmethod
-    def _storage_error(error: OSError | None) -> p.TusError | None:
+    def storage_error(error: OSError | None) -> p.TusError | None:
         if error is None:
             return None
         logger.error("storage error: %s", error)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return p.ERR_STORAGE_FULL()
-        return p.ERR_STORAGE()
+            return p.ERR_STORAGE_FULL(Retry_After="5")
+        return p.ERR_STORAGE(Retry_After="5")
 
     async def _finished(self, upload: Upload) -> None:
         """The upload just became complete: trim scratch bytes, then tell whoever listens."""

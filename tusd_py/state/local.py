@@ -3,12 +3,21 @@
 Needs no server, survives restarts and crashes (WAL journal), and serves one
 instance. All SQLite calls run on one dedicated thread that owns the connection,
 so the event loop never blocks on the database and calls never interleave.
+
+The database shares its disk with the uploads. So that a full disk cannot stop
+the bytes already written from being committed, a small reserve file is kept
+beside it and given up when SQLite reports the disk full. Database errors leave
+as OSError (ENOSPC, EROFS, EIO), like the data store's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -16,6 +25,10 @@ from typing import Any, Callable, TypeVar
 from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
 
 T = TypeVar("T")
+logger = logging.getLogger("tusd_py.state")
+
+RESERVE_BYTES = 2 * 1024 * 1024
+RESERVE_RETRY_SECONDS = 60.0
 
 _COLUMNS = ("id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state")
 _SCHEMA = """
@@ -49,6 +62,9 @@ class LocalStateStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tusd-sqlite")
         self._db: sqlite3.Connection | None = None
         self._fsync = fsync
+        self._reserve = path.with_name(path.name + ".reserve")
+        self._reserve_tried = -RESERVE_RETRY_SECONDS
+        self._reserve_ok = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -63,7 +79,59 @@ class LocalStateStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._connect()))
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the database thread; on a full disk, give up the reserve and try once more."""
+        try:
+            result = self._attempt(fn)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self._release_reserve():
+                raise
+            result = self._attempt(fn)
+        self._keep_reserve()
+        return result
+
+    def _attempt(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._connect())
+        except sqlite3.OperationalError as exc:
+            primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # extended code -> primary
+            if primary == sqlite3.SQLITE_FULL:
+                raise OSError(errno.ENOSPC, "state database: disk full") from exc
+            if primary == sqlite3.SQLITE_READONLY:
+                raise OSError(errno.EROFS, "state database: read-only") from exc
+            if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+                raise OSError(errno.EIO, "state database: I/O error") from exc
+            raise
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve)
+        except FileNotFoundError:
+            return False
+        logger.warning("disk full: released the state database's reserve so commits go on")
+        self._reserve_ok = False
+        self._reserve_tried = time.monotonic()
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve when it is missing: at start, and a while after it was given up."""
+        if self._reserve_ok or time.monotonic() - self._reserve_tried < RESERVE_RETRY_SECONDS:
+            return
+        self._reserve_tried = time.monotonic()
+        if os.path.exists(self._reserve):
+            self._reserve_ok = True
+            return
+        try:
+            with open(self._reserve, "wb") as reserve:
+                reserve.write(bytes(RESERVE_BYTES))
+            self._reserve_ok = True
+        except OSError:
+            try:
+                os.unlink(self._reserve)
+            except OSError:
+                pass
 
     @staticmethod
     def _row(upload: Upload) -> tuple[Any, ...]:

@@ -1,0 +1,116 @@
+"""Running the app under uvicorn: graceful shutdown, and guards on request heads.
+
+uvicorn with httptools puts no limit on how large a request head may grow, nor
+on how long a client may take to send it, so a slow or hostile client could hold
+a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+from typing import Any, Callable
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools protocol that answers 431 past `max_head_bytes`, and closes a
+    connection whose request head is not complete within `head_timeout` seconds."""
+
+    max_head_bytes = 64 * 1024
+    head_timeout = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _expect_head(self) -> None:
+        self._awaiting_head = True
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        if self.head_timeout > 0:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # One read can hold a whole head and the start of a body (reads are at most a few
+        # hundred KiB), so the count only matters while the head is still incomplete.
+        if self._awaiting_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+            self._head_too_large = True
+            self.send_400_response("request head too large")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        body = b"ERR_HEADERS_TOO_LARGE: request head too large\n"
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"tus-resumable: 1.0.0\r\nconnection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._expect_head()
+
+
+def guarded_protocol(max_head_bytes: int, head_timeout: float) -> type[GuardedHttpToolsProtocol]:
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout},
+    )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, plus: on SIGINT/SIGTERM, running upload bodies stop and commit what they have.
+
+    uvicorn alone would wait for every in-flight request to end by itself, which a
+    PATCH of a large file may not do for a long time.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_exit)
