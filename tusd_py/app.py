@@ -75,18 +75,18 @@ def build_handler(config: Config) -> TusHandler:
 
 def create_app(config: Config) -> Starlette:
     handler = build_handler(config)
-    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval)
+    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval, concat=handler.concat)
     sweeper.on_expired.append(lambda upload_id: handler.metrics.uploads_expired.inc())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(sweeper.run()) if config.expire_after > 0 else None
+        task = asyncio.create_task(sweeper.run())  # expiry, and final uploads still waiting on parts
         try:
             yield
         finally:
             handler.shutdown()
-            if task is not None:
-                task.cancel()
+            task.cancel()
+            await handler.concat.close()
             await handler.hooks.close()
             await handler.locker.close()
             await handler.state.close()

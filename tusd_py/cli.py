@@ -52,6 +52,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
 @click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
+@click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -84,6 +85,7 @@ def main(
     progress_interval: float,
     log_format: str,
     expose_metrics: bool,
+    remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
@@ -118,6 +120,7 @@ def main(
         progress_interval=progress_interval,
         log_format=log_format,
         expose_metrics=expose_metrics,
+        remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )
     configure_logging(log_level, log_format)

@@ -51,6 +51,7 @@ class Config:
     # Operations
     log_format: str = "text"  # or "json": one JSON object per line
     expose_metrics: bool = True  # serve Prometheus metrics on /metrics
+    remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
+from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
@@ -79,9 +80,11 @@ class TusHandler:
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
+        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
 
     def _extensions(self) -> str:
         names = ["creation", "creation-with-upload", "creation-defer-length", "termination", "checksum"]
+        names += ["concatenation", "concatenation-unfinished"]
         if self.config.expire_after > 0:
             names.append("expiration")
         return ",".join(names)
@@ -205,19 +208,19 @@ class TusHandler:
     async def post(self, request: Request) -> Response:
         headers = request.headers
         concat = p.parse_concat(headers.get("upload-concat"))
-        if concat is not None:
-            raise p.ERR_INVALID_CONCAT("concatenation is not supported")
+        if concat is not None and concat.final:
+            return await self._post_final(request, concat)
         length = self._creation_length(request)
         metadata_header = headers.get("upload-metadata")
         self._check_metadata(metadata_header)
-        has_body = headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+        has_body = self._has_body(request)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = None
         if has_body:
             self._check_body_fits(0, length, content_length)
             checksum = self._checksum(request)
         with self._body_slot() if has_body else contextlib.nullcontext():
-            return await self._create(request, length, metadata_header, has_body, checksum)
+            return await self._create(request, length, metadata_header, has_body, checksum, concat)
 
     async def _create(
         self,
@@ -226,6 +229,7 @@ class TusHandler:
         metadata_header: str | None,
         has_body: bool,
         checksum: tuple[Hasher, bytes] | None,
+        concat: p.Concat | None = None,  # `partial`, or None
     ) -> Response:
         upload = Upload(
             id=p.new_upload_id(),
@@ -233,6 +237,8 @@ class TusHandler:
             metadata=metadata_header,
             created=time.time(),
             expires=self._expiry(length == 0),
+            concat=concat.raw if concat is not None else None,
+            partial=concat is not None,
             state=FINISHED if length == 0 else "created",
         )
         proposed = upload.id
@@ -260,6 +266,30 @@ class TusHandler:
                 raise error.with_headers(**response_headers)
         self._expires_header(response_headers, upload)
         return Response(status_code=201, headers=response_headers)
+
+    async def _post_final(self, request: Request, concat: p.Concat) -> Response:
+        """concatenation: a final upload made of partial uploads (Upload-Length is ignored, as tusd)."""
+        metadata_header = request.headers.get("upload-metadata")
+        self._check_metadata(metadata_header)
+        if self._has_body(request):
+            raise p.ERR_MODIFY_FINAL()  # checklist CU-07
+        if self.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
+            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
+            changed = await self.hooks.pre_create(proposal)
+            if changed.id != proposal.id:
+                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+            metadata_header = changed.metadata
+        upload = await self.concat.create_final(concat, metadata_header)
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
+        # Complete parts are joined now, before the 201 (CC-17); others when they finish.
+        if await self.concat.complete(upload.id) is Outcome.FAILED:
+            raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
+        return Response(status_code=201, headers={"Location": upload_url(request, self.config, upload.id)})
+
+    @staticmethod
+    def _has_body(request: Request) -> bool:
+        return request.headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
 
     @contextlib.contextmanager
     def _body_slot(self) -> Iterator[None]:
@@ -503,9 +533,16 @@ class TusHandler:
         return p.ERR_STORAGE(Retry_After="5")
 
     async def _finished(self, upload: Upload) -> None:
-        """The upload just became complete: trim scratch bytes, then tell whoever listens."""
+        """The upload just became complete: trim scratch bytes, then tell whoever listens.
+
+        A partial upload is no finished file (CC-07): only final uploads waiting on it
+        hear of it, once our caller has let go of its lock.
+        """
         if upload.length is not None:
             await self.data.finish(upload.id, upload.length)
+        if upload.partial:
+            self.concat.part_changed_soon(upload.id)
+            return
         if not await self.state.claim(upload.id, FINISH_ANNOUNCED):
             return  # announced already: by another request or instance that raced to the end
         self.metrics.uploads_finished.inc()
@@ -530,6 +567,8 @@ class TusHandler:
         if deleted:  # true for one request only, whatever the instance
             self.metrics.uploads_terminated.inc()
             self.hooks.post_terminate(upload)
+        if upload.partial:
+            self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
         return Response(status_code=204)
 
     # -- GET (download, not part of tus) -------------------------------------------

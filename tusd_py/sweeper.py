@@ -4,6 +4,9 @@ It runs on every instance. The state store's `mark_expired` is the claim, true
 for exactly one caller, so each upload is removed once; the lock is taken first
 (without waiting), so an upload being written right now is never removed under
 its writer's feet.
+
+Each pass also re-checks the final uploads still waiting on parts (see
+`concat.Concatenator.reconcile`): what a crash or a busy lock left undone.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import time
 from typing import Callable
 
+from tusd_py.concat import Concatenator
 from tusd_py.locks.base import Locker, LockTimeout
 from tusd_py.state.base import StateStore
 from tusd_py.storage.base import DataStore
@@ -25,11 +29,14 @@ TOMBSTONE_SECONDS = 7 * 24 * 3600
 
 
 class Sweeper:
-    def __init__(self, state: StateStore, data: DataStore, locker: Locker, *, interval: float) -> None:
+    def __init__(
+        self, state: StateStore, data: DataStore, locker: Locker, *, interval: float, concat: Concatenator | None = None
+    ) -> None:
         self.state = state
         self.data = data
         self.locker = locker
         self.interval = interval
+        self.concat = concat
         self.removed = 0
         self.on_expired: list[Callable[[str], None]] = []  # told each upload this instance expired
 
@@ -47,6 +54,8 @@ class Sweeper:
             if len(due) < BATCH or not progress:
                 break
         await self.state.forget_tombstones(now - TOMBSTONE_SECONDS)
+        if self.concat is not None:
+            await self.concat.reconcile()  # final uploads a crash or a busy lock left waiting
         self.removed += removed
         return removed
 
@@ -61,6 +70,8 @@ class Sweeper:
         logger.info("expired upload %s removed", upload_id)
         for callback in self.on_expired:
             callback(upload_id)
+        if self.concat is not None:
+            await self.concat.part_changed(upload_id)  # final uploads waiting on it can never complete
         return True
 
     async def run(self) -> None:

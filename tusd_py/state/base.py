@@ -44,6 +44,8 @@ class Upload:
 
     @property
     def finished(self) -> bool:
+        if self.parts:  # a final upload is complete once assembled, never before (even at length 0)
+            return self.state == FINISHED
         return self.length is not None and self.offset == self.length
 
     def to_fields(self) -> dict[str, str]:
@@ -111,7 +113,8 @@ class StateStore(Protocol):
         """
 
     async def delete(self, upload_id: str) -> bool:
-        """Forget an upload (termination); False if it did not exist."""
+        """Forget an upload (termination), and what it waited on if it is a final upload;
+        False if it did not exist."""
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
         """Ids of unfinished uploads whose expiry has passed."""
@@ -121,6 +124,30 @@ class StateStore(Protocol):
 
     async def forget_tombstones(self, before: float) -> int:
         """Drop tombstones of uploads that expired before `before`; returns how many."""
+
+    # -- concatenation: final uploads waiting for their parts --------------------
+
+    async def create_final(self, upload: Upload) -> bool:
+        """Store a new, not yet assembled final upload (`upload.parts` set) and record
+        that it waits on each of its parts; False if the id is taken.
+
+        Until `finish_final` or `drop_final` it is listed by `pending_finals` and by
+        `finals_waiting_on` for each of its parts.
+        """
+
+    async def finals_waiting_on(self, part_id: str) -> list[str]:
+        """Ids of final uploads not yet assembled that list `part_id`."""
+
+    async def pending_finals(self, limit: int) -> list[str]:
+        """Ids of final uploads not yet assembled (oldest first), for periodic re-checks."""
+
+    async def finish_final(self, final_id: str) -> bool:
+        """Mark an assembled final upload complete (offset = length) and forget what it
+        waited on. The claim: True for exactly one caller, whatever the instance."""
+
+    async def drop_final(self, final_id: str, now: float) -> bool:
+        """A final upload that can never be assembled (a part expired or was deleted)
+        becomes a tombstone (410), and is forgotten as a waiter. True for one caller."""
 
     async def ping(self) -> None:
         """Raise if the store cannot be reached."""

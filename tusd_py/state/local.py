@@ -19,10 +19,11 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
-from tusd_py.state.base import EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, Upload
 
 T = TypeVar("T")
 logger = logging.getLogger("tusd_py.state")
@@ -51,7 +52,27 @@ CREATE TABLE IF NOT EXISTS claims (
     created REAL NOT NULL,
     PRIMARY KEY (id, event)
 );
+CREATE INDEX IF NOT EXISTS uploads_pending_finals ON uploads (created) WHERE parts != '' AND state = 'created';
+CREATE TABLE IF NOT EXISTS concat_waiters (
+    part TEXT NOT NULL,
+    final TEXT NOT NULL,
+    PRIMARY KEY (part, final)
+);
+CREATE INDEX IF NOT EXISTS concat_waiters_final ON concat_waiters (final);
 """
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Several statements as one (the connection is in autocommit mode, so `with db` would not do)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # also when COMMIT itself failed (a full disk), so the next call can begin
+            db.execute("ROLLBACK")
+        raise
 
 
 class LocalStateStore:
@@ -219,7 +240,12 @@ class LocalStateStore:
         return await self._run(run)
 
     async def delete(self, upload_id: str) -> bool:
-        return await self._run(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1)
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (upload_id,))
+                return db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1
+
+        return await self._run(run)
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
@@ -247,6 +273,63 @@ class LocalStateStore:
             dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
             db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
             return dropped
+
+        return await self._run(run)
+
+    async def create_final(self, upload: Upload) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            placeholders = ",".join("?" * len(_COLUMNS))
+            with _transaction(db):  # one transaction: the record and its waits exist together or not at all
+                cursor = db.execute(f"INSERT OR IGNORE INTO uploads VALUES ({placeholders})", self._row(upload))
+                if cursor.rowcount != 1:
+                    return False
+                db.executemany(
+                    "INSERT OR IGNORE INTO concat_waiters (part, final) VALUES (?, ?)",
+                    [(part, upload.id) for part in set(upload.parts)],
+                )
+            return True
+
+        return await self._run(run)
+
+    async def finals_waiting_on(self, part_id: str) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in db.execute("SELECT final FROM concat_waiters WHERE part = ?", (part_id,))]
+
+        return await self._run(run)
+
+    async def pending_finals(self, limit: int) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id FROM uploads WHERE parts != '' AND state = ? ORDER BY created LIMIT ?", (CREATED, limit)
+            )
+            return [row[0] for row in rows]
+
+        return await self._run(run)
+
+    async def finish_final(self, final_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cursor = db.execute(
+                    "UPDATE uploads SET offset = length, state = ?, expires = NULL"
+                    " WHERE id = ? AND parts != '' AND length IS NOT NULL AND state NOT IN (?, ?)",
+                    (FINISHED, final_id, FINISHED, EXPIRED),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (final_id,))
+            return True
+
+        return await self._run(run)
+
+    async def drop_final(self, final_id: str, now: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                db.execute("DELETE FROM concat_waiters WHERE final = ?", (final_id,))
+                cursor = db.execute(
+                    "UPDATE uploads SET state = ?, expires = ? WHERE id = ? AND parts != '' AND state NOT IN (?, ?)",
+                    (EXPIRED, now, final_id, FINISHED, EXPIRED),
+                )
+                return cursor.rowcount == 1
 
         return await self._run(run)
 

@@ -2,9 +2,13 @@
 
 Layout (all keys under one prefix):
 - `<prefix>upload:<id>`: a hash with the fields of `Upload.to_fields`;
-- `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time.
+- `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time;
+- `<prefix>finals`: a sorted set of final uploads not yet assembled, scored by creation time;
+- `<prefix>waiting:<part id>`: a set of the final uploads not yet assembled that list that part.
 Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
-the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py` does.
+the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py`
+does. The scripts that forget a final upload's waits build the `waiting:` keys from
+its `parts` field, so this layout is for a standalone Redis (or one hash slot).
 """
 
 from __future__ import annotations
@@ -70,6 +74,54 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HSETNX', KEYS[1], ARGV[1], '1')
 """
 
+# KEYS: upload, finals, waiting:<part> for each distinct part. ARGV: id, created, fields...
+_CREATE_FINAL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[1]) end
+return 1
+"""
+
+# Forgets what a final upload waits on. ARGV[1]: id, ARGV[2]: the `waiting:` key prefix.
+_FORGET_WAITS = """
+local function forget_waits(parts)
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  if parts then
+    for part in string.gmatch(parts, '%S+') do redis.call('SREM', ARGV[2] .. part, ARGV[1]) end
+  end
+end
+"""
+
+# KEYS: upload, finals. ARGV: id, waiting prefix. The claim of a finished assembly.
+_FINISH_FINAL = _FORGET_WAITS + """
+local cur = redis.call('HMGET', KEYS[1], 'state', 'length', 'parts')
+if not cur[1] or cur[1] == 'finished' or cur[1] == 'expired' or not cur[3] or cur[3] == '' or cur[2] == '' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'offset', cur[2], 'state', 'finished', 'expires', '')
+forget_waits(cur[3])
+return 1
+"""
+
+# KEYS: upload, finals. ARGV: id, waiting prefix, now, tombstone seconds.
+_DROP_FINAL = _FORGET_WAITS + """
+local cur = redis.call('HMGET', KEYS[1], 'state', 'parts')
+forget_waits(cur[2])
+if not cur[1] or cur[1] == 'finished' or cur[1] == 'expired' or not cur[2] or cur[2] == '' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'expired', 'expires', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS: upload, finals, expiry. ARGV: id, waiting prefix.
+_DELETE = _FORGET_WAITS + """
+local parts = redis.call('HGET', KEYS[1], 'parts')
+forget_waits(parts)
+redis.call('ZREM', KEYS[3], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""
+
 
 class RedisStateStore:
     name = "Redis"
@@ -78,11 +130,17 @@ class RedisStateStore:
         self.client = client
         self.prefix = prefix
         self._expiry_key = f"{prefix}expiry"
+        self._finals_key = f"{prefix}finals"
+        self._waiting_prefix = f"{prefix}waiting:"
         self._create = client.register_script(_CREATE)
         self._commit = client.register_script(_COMMIT)
         self._declare_length = client.register_script(_DECLARE_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
         self._claim = client.register_script(_CLAIM)
+        self._create_final = client.register_script(_CREATE_FINAL)
+        self._finish_final = client.register_script(_FINISH_FINAL)
+        self._drop_final = client.register_script(_DROP_FINAL)
+        self._delete = client.register_script(_DELETE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:") -> RedisStateStore:
@@ -116,10 +174,9 @@ class RedisStateStore:
         return bool(await self._claim(keys=[self.key(upload_id)], args=[f"claimed:{event}"]))
 
     async def delete(self, upload_id: str) -> bool:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(upload_id))
-            pipe.zrem(self._expiry_key, upload_id)
-            deleted, _ = await pipe.execute()
+        deleted = await self._delete(
+            keys=[self.key(upload_id), self._finals_key, self._expiry_key], args=[upload_id, self._waiting_prefix]
+        )
         return bool(deleted)
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
@@ -133,6 +190,34 @@ class RedisStateStore:
 
     async def forget_tombstones(self, before: float) -> int:
         return 0  # tombstone keys carry their own TTL (see _MARK_EXPIRED)
+
+    async def create_final(self, upload: Upload) -> bool:
+        fields = upload.to_fields()
+        flat: list[Any] = [item for pair in fields.items() for item in pair]
+        waiting = [self._waiting_prefix + part for part in sorted(set(upload.parts))]
+        created = await self._create_final(
+            keys=[self.key(upload.id), self._finals_key, *waiting], args=[upload.id, fields["created"], *flat]
+        )
+        return bool(created)
+
+    async def finals_waiting_on(self, part_id: str) -> list[str]:
+        return sorted(await self.client.smembers(self._waiting_prefix + part_id))
+
+    async def pending_finals(self, limit: int) -> list[str]:
+        return list(await self.client.zrange(self._finals_key, 0, limit - 1))
+
+    async def finish_final(self, final_id: str) -> bool:
+        finished = await self._finish_final(
+            keys=[self.key(final_id), self._finals_key], args=[final_id, self._waiting_prefix]
+        )
+        return bool(finished)
+
+    async def drop_final(self, final_id: str, now: float) -> bool:
+        dropped = await self._drop_final(
+            keys=[self.key(final_id), self._finals_key],
+            args=[final_id, self._waiting_prefix, repr(now), TOMBSTONE_SECONDS],
+        )
+        return bool(dropped)
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -1,0 +1,35 @@
+"""The concatenation option reaches Config from the flag and from its TUSD_PY_ variable."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from tusd_py import cli
+from tusd_py.config import Config
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, False),
+        (["--remove-parts-after-concat"], {}, True),
+        ([], {"TUSD_PY_REMOVE_PARTS_AFTER_CONCAT": "1"}, True),
+        (["--no-remove-parts-after-concat"], {"TUSD_PY_REMOVE_PARTS_AFTER_CONCAT": "true"}, False),
+    ],
+)
+def test_remove_parts_after_concat_option(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: bool) -> None:
+    seen: list[Config] = []
+
+    def fake_create_app(config: Config) -> None:
+        seen.append(config)
+        raise Stop  # the config is all this test wants: no server starts
+
+    monkeypatch.setattr(cli, "create_app", fake_create_app)
+    result = CliRunner().invoke(cli.main, args, env=env)
+    assert isinstance(result.exception, Stop), result.output
+    assert seen[0].remove_parts_after_concat is expected
