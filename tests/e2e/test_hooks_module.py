@@ -167,3 +167,26 @@ def test_slow_pre_create_times_out_with_504_and_other_requests_go_on(make_server
     assert patch(url, 0, b"abc").status_code == 204
     thread.join(timeout=20)
     assert result["slow"].status_code == 504 and result["slow"].text.startswith("ERR_HOOK_TIMEOUT")
+
+
+def test_partial_uploads_are_not_finished_files_but_the_final_one_is(hooked, hook_log: Path) -> None:
+    """CC-07: post-finish fires for the final upload, once, and never for its parts."""
+    parts = []
+    for body in (b"abc", b"def"):
+        url = create(hooked.url, 3, Upload_Concat="partial")
+        assert patch(url, 0, body).status_code == 204
+        parts.append(url)
+    paths = " ".join("/files/" + url.rsplit("/", 1)[-1] for url in parts)
+    response = requests.post(hooked.url, headers={**TUS, "Upload-Concat": f"final;{paths}"}, timeout=10)
+    assert response.status_code == 201
+    final = response.headers["Location"]
+    assert requests.get(final, timeout=10).content == b"abcdef"
+    final_id = final.rsplit("/", 1)[-1]
+    events = wait_until(lambda: of_type(read_events(hook_log), "post-finish") and read_events(hook_log))
+    finishes = of_type(events, "post-finish")
+    assert [e["upload"]["id"] for e in finishes] == [final_id]
+    assert finishes[0]["upload"]["is_final"] is True and finishes[0]["upload"]["size"] == 6
+    assert len(finishes[0]["upload"]["partial_uploads"]) == 2
+    created = of_type(events, "post-create")
+    assert [e["upload"]["is_partial"] for e in created] == [True, True, False]
+    assert created[2]["upload"]["id"] == final_id
