@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.hookutil import wait_until
 from tests.support import TUS, RedisServer, TusServer, create, patch
 
 
@@ -126,3 +127,10 @@ def test_text_log_has_one_line_per_request(make_server) -> None:
     server.stop()
     line = next(line for line in server.log().splitlines() if "tusd_py.access" in line)
     assert "POST /files/ 201" in line and f"upload_id={url.rsplit('/', 1)[-1]}" in line and "duration_ms=" in line
+
+
+def test_expired_uploads_are_counted(make_server) -> None:
+    server = make_server(expire_after=0.5, sweep_interval=0.2)
+    create(server.url, 10)
+    counted = wait_until(lambda: value(scrape(server), "tusd_py_uploads_expired_total") == 1, timeout=15)
+    assert counted
