@@ -28,6 +28,7 @@ from tusd_py.middleware import TusHeadersMiddleware
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
+from tusd_py.ui import ui_routes
 
 logger = logging.getLogger("tusd_py")
 
@@ -67,7 +68,8 @@ def build_handler(config: Config) -> TusHandler:
         from tusd_py.state.redis import RedisStateStore
 
         assert isinstance(state, RedisStateStore)
-        locker = RedisLocker(state.client, prefix=config.redis_prefix)
+        # The lock's acquiring script also reads the upload's record: one round trip for both.
+        locker = RedisLocker(state.client, prefix=config.redis_prefix, preload=state.key)
     else:
         locker = MemoryLocker()
     return TusHandler(config, state, data, locker, hooks=hooks, metrics=metrics)
@@ -115,7 +117,7 @@ def create_app(config: Config) -> Starlette:
     ]
     if base != "/":
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
-        routes.append(Route("/", greeting))
+        routes += ui_routes(config) or [Route("/", greeting)]
     middleware = [
         Middleware(AccessLogMiddleware, skip=OPS_PATHS),
         Middleware(MetricsMiddleware, metrics=handler.metrics, skip=OPS_PATHS),

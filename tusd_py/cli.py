@@ -27,6 +27,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--base-path", default="/files/", show_envvar=True, help="URL path of the creation endpoint.")
 @click.option("--dir", "data_dir", default="./data", type=click.Path(path_type=Path), show_envvar=True, help="Where upload data (and the embedded state) is stored.")
 @click.option("--redis-url", default=None, show_envvar=True, help="Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state.")
+@click.option("--redis-timeout", default=2.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds a Redis call may take before the request gets 503 (tried twice).")
 @click.option("--max-size", default=0, type=click.IntRange(min=0), show_envvar=True, help="Largest upload in bytes (0 = no limit).")
 @click.option("--expire-after", default=86400.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds an unfinished upload lives after its last write (0 = never).")
 @click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
@@ -52,6 +53,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
 @click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
+@click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
@@ -60,6 +62,7 @@ def main(
     base_path: str,
     data_dir: Path,
     redis_url: str | None,
+    redis_timeout: float,
     max_size: int,
     expire_after: float,
     cors_origins: str,
@@ -85,6 +88,7 @@ def main(
     progress_interval: float,
     log_format: str,
     expose_metrics: bool,
+    ui: bool,
     remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
@@ -95,6 +99,7 @@ def main(
         base_path=base_path,
         data_dir=data_dir,
         redis_url=redis_url or None,
+        redis_timeout=redis_timeout,
         max_size=max_size,
         expire_after=expire_after,
         cors_origins=_origins(cors_origins),
@@ -120,6 +125,7 @@ def main(
         progress_interval=progress_interval,
         log_format=log_format,
         expose_metrics=expose_metrics,
+        ui=ui,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )

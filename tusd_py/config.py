@@ -18,6 +18,7 @@ class Config:
     data_dir: Path = field(default_factory=lambda: Path("./data"))
     redis_url: str | None = None  # None: the embedded SQLite state store
     redis_prefix: str = "tusd-py:"
+    redis_timeout: float = 2.0  # seconds one Redis call may take (connect or read) before it counts as failed (503)
     max_size: int = 0  # bytes; 0 = no limit
     expire_after: float = 86400.0  # seconds an unfinished upload lives after its last write; 0 = never
     sweep_interval: float = 60.0  # how often expired uploads are looked for
@@ -51,6 +52,7 @@ class Config:
     # Operations
     log_format: str = "text"  # or "json": one JSON object per line
     expose_metrics: bool = True  # serve Prometheus metrics on /metrics
+    ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
     def __post_init__(self) -> None:

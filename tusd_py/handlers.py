@@ -26,7 +26,7 @@ from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
-from tusd_py.locks.base import Lock, Locker, LockTimeout
+from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
 from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, StateStore, Upload
 from tusd_py.storage.base import DataStore
@@ -148,10 +148,11 @@ class TusHandler:
 
     # -- helpers -------------------------------------------------------------------
 
-    async def _load(self, upload_id: str) -> Upload:
+    async def _load(self, upload_id: str, lock: Lock | None = None) -> Upload:
+        """The upload's record; under `lock`, pass it (the locker may have read the record already)."""
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()  # checked before any store is asked: ids never reach the disk unchecked
-        upload = await self.state.get(upload_id)
+        upload = await self.state.get(upload_id, lock=lock)
         if upload is None:
             raise p.ERR_NOT_FOUND()
         if upload.state == EXPIRED or (upload.expires is not None and upload.expires <= time.time()):
@@ -346,7 +347,16 @@ class TusHandler:
     # -- HEAD ----------------------------------------------------------------------
 
     async def head(self, request: Request) -> Response:
-        upload = await self._load(request.path_params["upload_id"])
+        upload_id = request.path_params["upload_id"]
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        try:
+            # Under the lock (asking a running PATCH to let go, as tusd), so the offset
+            # reported is not one that a PATCH still streaming is about to move.
+            async with self._lock(upload_id) as lock:
+                upload = await self._load(upload_id, lock)
+        except LockTimeout:
+            raise p.ERR_UPLOAD_LOCKED() from None
         headers = {"Cache-Control": "no-store"}
         if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
             headers["Upload-Offset"] = str(upload.offset)
@@ -393,7 +403,7 @@ class TusHandler:
         reader: BodyReader,
     ) -> Response:
         async with self._lock(upload_id, reader) as lock:
-            upload = await self._load(upload_id)
+            upload = await self._load(upload_id, lock)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
@@ -468,7 +478,7 @@ class TusHandler:
                 if writer.error is not None:
                     break
                 if checksum is None and loop.time() >= next_commit:
-                    current = await self._commit(current, await writer.checkpoint())
+                    current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
                 if next_progress is not None and loop.time() >= next_progress:
                     self.hooks.post_receive(current.replace(offset=writer.position))
@@ -496,7 +506,7 @@ class TusHandler:
                 await self.hooks.pre_finish(current.replace(offset=written, state=FINISHED))
             except p.TusError as error:
                 return BodyResult(current, error)
-        current = await self._commit(current, written)
+        current = await self._commit(current, written, lock)
         if written > upload.offset:
             self.hooks.post_receive(current)
         if current.finished:
@@ -509,13 +519,18 @@ class TusHandler:
             return BodyResult(current, p.ERR_UNEXPECTED_EOF(), close=True)
         return BodyResult(current)
 
-    async def _commit(self, upload: Upload, written: int) -> Upload:
-        """Move the committed offset up to `written` (compare-and-set) and slide the expiry."""
+    async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
+        """Move the committed offset up to `written` (compare-and-set) and slide the expiry.
+
+        The lock's fence goes along: a lease that lapsed, however briefly, commits nothing."""
         if written <= upload.offset:
             return upload
         finished = upload.length is not None and written == upload.length
         expires = self._expiry(finished)
-        stored = await self.state.commit_offset(upload.id, upload.offset, written, expires)
+        try:
+            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence)
+        except LockLost:
+            raise p.ERR_LOCK_LOST(Connection="close") from None
         if stored is None:
             raise p.ERR_NOT_FOUND()
         if stored != written:
@@ -557,8 +572,8 @@ class TusHandler:
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()
         try:
-            async with self._lock(upload_id):
-                upload = await self._load(upload_id)
+            async with self._lock(upload_id) as lock:
+                upload = await self._load(upload_id, lock)
                 await self.hooks.pre_terminate(upload)  # may refuse
                 deleted = await self.state.delete(upload.id)
                 await self.data.delete(upload.id)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tusd_py.locks.base import Fence, Lock
 
 # Lifecycle states. "expired" records are tombstones kept so that later requests get 410.
 # created -> uploading (first committed byte) -> finished (offset == length): `commit_offset`;
@@ -90,14 +93,22 @@ class StateStore(Protocol):
     async def create(self, upload: Upload) -> bool:
         """Store a new record; False if the id is taken."""
 
-    async def get(self, upload_id: str) -> Upload | None:
-        """The record, including expired tombstones, or None."""
+    async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
+        """The record, including expired tombstones, or None.
 
-    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+        Pass the `lock` just acquired for the upload: a store that shares the
+        locker's backend may take the record the lock read while acquiring.
+        """
+
+    async def commit_offset(
+        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+    ) -> int | None:
         """Move the offset from `expected` to `new` atomically, and set the expiry.
 
         Returns the offset stored afterwards (== new on success), or None when
         the upload is gone. A different value means another writer got there first.
+        With a `fence` (the committer's lease), raises `LockLost` instead of
+        committing when the lease is no longer the committer's, checked atomically.
         """
 
     async def declare_length(self, upload_id: str, length: int) -> bool:

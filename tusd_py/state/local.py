@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from tusd_py.locks.base import Fence, Lock
 from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, Upload
 
 T = TypeVar("T")
@@ -193,14 +194,17 @@ class LocalStateStore:
 
         return await self._run(run)
 
-    async def get(self, upload_id: str) -> Upload | None:
+    async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
         def run(db: sqlite3.Connection) -> Upload | None:
             row = db.execute(f"SELECT {','.join(_COLUMNS)} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None else self._upload(row)
 
         return await self._run(run)
 
-    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+    async def commit_offset(
+        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+    ) -> int | None:
+        # One process: the in-process locker has no fence, and nothing else can take its locks.
         def run(db: sqlite3.Connection) -> int | None:
             cursor = db.execute(
                 "UPDATE uploads SET offset = ?, expires = ?,"

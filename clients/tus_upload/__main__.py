@@ -1,0 +1,3 @@
+from tus_upload.cli import main
+
+main()
