@@ -13,6 +13,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.hookutil import metadata, of_type, read_events, wait_until
+from tests.cluster import Cluster
 from tests.support import TUS, TusServer, create, head, patch
 
 STREAM = "tus-events"
@@ -63,35 +64,28 @@ def finished_count(server: TusServer) -> float:
     return 0.0
 
 
-def test_post_finish_exactly_once_under_three_instances(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The last bytes of each upload are sent to all three instances at once."""
+def test_post_finish_exactly_once_under_three_instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale-out cluster (tests/cluster.py: Redis, 3 instances, nginx): uploads are created
+    through the proxy, and the last bytes of each are sent to all three instances at once."""
     log = tmp_path / "hooks.jsonl"
-    monkeypatch.setenv("HOOKS_TEST_LOG", str(log))
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.xgroup_create(STREAM, "workers", id="$", mkstream=True)
-    data_dir = tmp_path / "shared-data"
-    servers = [
-        TusServer(data_dir, redis_url=redis_url, hooks_module="tests.hooks_recorder", hooks_redis_stream=STREAM, lock_wait=10)
-        for _ in range(3)
-    ]
-    try:
-        for server in servers:
-            server.start()
+    monkeypatch.setenv("HOOKS_TEST_LOG", str(log))  # all three instances append to it
+    with Cluster(tmp_path / "cluster", instances=3, hooks_module="tests.hooks_recorder", hooks_redis_stream=STREAM, lock_wait=10) as cluster:
+        client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
         uploads = 12
-        urls = []
-        for i in range(uploads):
-            url = create(servers[i % 3].url, 8)
+        ids = []
+        for _ in range(uploads):
+            url = create(cluster.url, 8)
             assert patch(url, 0, b"abcd").status_code == 204
-            urls.append(url.rsplit("/", 1)[-1])
+            ids.append(url.rsplit("/", 1)[-1])
         statuses: list[int] = []
 
         def finish(server: TusServer, upload_id: str, barrier: threading.Barrier) -> None:
             barrier.wait(timeout=10)
             statuses.append(patch(f"{server.url}{upload_id}", 4, b"efgh").status_code)
 
-        for upload_id in urls:
+        for upload_id in ids:
             barrier = threading.Barrier(3)
-            threads = [threading.Thread(target=finish, args=(server, upload_id, barrier)) for server in servers]
+            threads = [threading.Thread(target=finish, args=(server, upload_id, barrier)) for server in cluster.servers]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -99,17 +93,16 @@ def test_post_finish_exactly_once_under_three_instances(tmp_path: Path, redis_ur
         # One PATCH of each race finished the upload; the two others came after the offset
         # had moved (409): never a second finish.
         assert statuses.count(204) == uploads and statuses.count(409) == 2 * uploads, statuses
-        for upload_id in urls:
-            assert head(servers[0].url + upload_id).headers["Upload-Offset"] == "8"
+        for upload_id in ids:
+            assert head(cluster.url + upload_id).headers["Upload-Offset"] == "8"
 
         events = wait_until(lambda: len(of_type(read_events(log), "post-finish")) >= uploads and read_events(log))
         finishes = of_type(events, "post-finish")
-        assert sorted(e["upload"]["id"] for e in finishes) == sorted(urls)  # each once, from whichever instance
+        assert sorted(e["upload"]["id"] for e in finishes) == sorted(ids)  # each once, from whichever instance
         assert len(of_type(events, "pre-finish")) == uploads
-        entries = wait_until(lambda: [f for _, f in client.xrange(STREAM) if f["type"] == "post-finish"] if client.xlen(STREAM) >= 2 * uploads else None)
-        assert sorted(f["upload_id"] for f in entries) == sorted(urls)
-        assert sum(finished_count(server) for server in servers) == uploads
-    finally:
-        for server in servers:
-            server.stop()
+        entries = wait_until(
+            lambda: [f for _, f in client.xrange(STREAM) if f["type"] == "post-finish"] if client.xlen(STREAM) >= 2 * uploads else None
+        )
+        assert sorted(f["upload_id"] for f in entries) == sorted(ids)
+        assert sum(finished_count(server) for server in cluster.servers) == uploads
         client.close()
