@@ -25,8 +25,10 @@ from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
+from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
-from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.metrics import Metrics
+from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, StateStore, Upload
 from tusd_py.storage.base import DataStore
 from tusd_py.urls import upload_url
 
@@ -57,11 +59,22 @@ class BodyResult:
 
 
 class TusHandler:
-    def __init__(self, config: Config, state: StateStore, data: DataStore, locker: Locker) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        data: DataStore,
+        locker: Locker,
+        *,
+        hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.state = state
         self.data = data
         self.locker = locker
+        self.hooks = hooks or Hooks()
+        self.metrics = metrics or Metrics()
         self.readers: set[BodyReader] = set()
         self.streaming = 0  # request bodies in progress (see _body_slot)
         self.shutting_down = False
@@ -103,14 +116,25 @@ class TusHandler:
         allow: str,
     ) -> Response:
         handler = handlers.get(method)
+        self.hooks.bind_request(request, method)
         try:
             if handler is None:
                 raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
             if method != "OPTIONS":
                 self._check_version(request, method)
+                await self._authorize(request)
             return await handler(request)
         except p.TusError as error:
+            request.state.tus_error = error.code  # for metrics and the access log
             return error_response(error, method=method)
+
+    async def _authorize(self, request: Request) -> None:
+        """The authorize hook sees every request before anything happens, also before the
+        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go."""
+        if not self.hooks.wants("authorize"):
+            return
+        upload_id = request.path_params.get("upload_id")
+        await self.hooks.authorize(await self._load(upload_id) if upload_id is not None else None)
 
     @staticmethod
     def _check_version(request: Request, method: str) -> None:
@@ -146,21 +170,39 @@ class TusHandler:
             headers["Upload-Expires"] = p.format_http_date(upload.expires)
 
     @contextlib.asynccontextmanager
-    async def _locked(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[tuple[Lock, Upload]]:
-        """Hold the upload's lock and read its record under it.
+    async def _lock(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[Lock]:
+        """The upload's lock, for the `async with` body (LockTimeout if busy too long).
 
-        A request holding the lock is asked to let go (as tusd does); one that will
-        not within `lock_wait` makes this a 423. With `reader`, this request can in
-        turn be asked to let go while it streams its body.
+        A request holding the lock is asked to let go (as tusd does). With `reader`,
+        this request can in turn be asked to let go while it streams its body.
         """
+        release = None
+        if reader is not None:
+
+            def release() -> None:
+                self.metrics.lock_exchanges.inc()
+                reader.request_release()
+
+        started = time.monotonic()
+        acquired = False
+        try:
+            async with self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release) as lock:
+                acquired = True
+                self.metrics.lock_wait.observe(time.monotonic() - started)
+                yield lock
+        except LockTimeout:
+            if not acquired:
+                self.metrics.lock_timeouts.inc()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[tuple[Lock, Upload]]:
+        """Hold the upload's lock and read its record under it; 423 if the lock stays busy."""
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()
-        release = reader.request_release if reader is not None else None
         async with contextlib.AsyncExitStack() as stack:
             try:
-                lock = await stack.enter_async_context(
-                    self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
-                )
+                lock = await stack.enter_async_context(self._lock(upload_id, reader))
             except LockTimeout:
                 raise p.ERR_UPLOAD_LOCKED() from None
             yield lock, await self._load(upload_id, lock)
@@ -219,9 +261,18 @@ class TusHandler:
             partial=concat is not None,
             state=FINISHED if length == 0 else "created",
         )
+        proposed = upload.id
+        upload = await self.hooks.pre_create(upload)  # may reject, or change the id and metadata
+        if upload.finished:
+            await self.hooks.pre_finish(upload)
+        # The record first: creating the data file of an id that is taken would truncate it.
+        if not await self.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
         await self.data.create(upload.id)
-        if not await self.state.create(upload):  # an id collision: 128 random bits make it a bug
-            raise RuntimeError("upload id collision")
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
         response_headers = {"Location": upload_url(request, self.config, upload.id)}
         if upload.finished:
             await self._finished(upload)
@@ -230,8 +281,9 @@ class TusHandler:
             upload = result.upload
             response_headers["Upload-Offset"] = str(upload.offset)
             # Interrupted bodies still get 201: the client learns the URL and resumes (CU-03).
-            if result.error is not None and result.error.status in (413, 460, 503, 507):
-                raise result.error.with_headers(**response_headers)
+            error = result.error
+            if error is not None and (error.status in (413, 460, 503, 507) or error.code in HOOK_ERROR_CODES):
+                raise error.with_headers(**response_headers)
         self._expires_header(response_headers, upload)
         return Response(status_code=201, headers=response_headers)
 
@@ -241,7 +293,15 @@ class TusHandler:
         self._check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
+        if self.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
+            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
+            changed = await self.hooks.pre_create(proposal)
+            if changed.id != proposal.id:
+                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+            metadata_header = changed.metadata
         upload = await self.concat.create_final(concat, metadata_header)
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
         # Complete parts are joined now, before the 201 (CC-17); others when they finish.
         if await self.concat.complete(upload.id) is Outcome.FAILED:
             raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
@@ -378,6 +438,8 @@ class TusHandler:
             raise p.ERR_INVALID_LENGTH_CHANGE()
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
+        if length == upload.offset:  # declaring it completes the upload (DL-08)
+            await self.hooks.pre_finish(upload.replace(length=length, state=FINISHED))
         if not await self.state.declare_length(upload.id, length):
             raise p.ERR_INVALID_LENGTH_CHANGE()
         return upload.replace(length=length)
@@ -386,7 +448,7 @@ class TusHandler:
         """creation-with-upload: the POST body goes through the same path as a PATCH."""
         reader = self._reader(request)
         try:
-            async with self.locker.hold(upload.id, wait=self.config.lock_wait, on_release_request=reader.request_release) as lock:
+            async with self._lock(upload.id, reader) as lock:
                 return await self._write_body(upload, reader, lock, checksum)
         except LockTimeout:
             return BodyResult(upload, p.ERR_UPLOAD_LOCKED())
@@ -406,8 +468,10 @@ class TusHandler:
         writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
         current = upload
         next_commit = loop.time() + COMMIT_INTERVAL
+        next_progress = loop.time() + self.config.progress_interval if self.hooks.wants(POST_RECEIVE) else None
         overflow = lost = False
         self.readers.add(reader)
+        self.metrics.active_uploads.inc()
         if self.shutting_down:
             reader.interrupt(p.ERR_SERVER_SHUTDOWN())
         try:
@@ -424,9 +488,14 @@ class TusHandler:
                 if checksum is None and loop.time() >= next_commit:
                     current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
+                if next_progress is not None and loop.time() >= next_progress:
+                    self.hooks.post_receive(current.replace(offset=writer.position))
+                    next_progress = loop.time() + self.config.progress_interval
         finally:
             self.readers.discard(reader)
+            self.metrics.active_uploads.dec()
             written = await writer.finish()
+            self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
 
         if overflow:
             error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.length is not None else p.ERR_MAX_SIZE_EXCEEDED()
@@ -440,7 +509,14 @@ class TusHandler:
             hasher, expected = checksum
             if hasher.digest() != expected:
                 return BodyResult(current, p.ERR_CHECKSUM_MISMATCH())
+        if upload.length is not None and written == upload.length:
+            try:  # before the commit: a rejected upload does not become finished
+                await self.hooks.pre_finish(current.replace(offset=written, state=FINISHED))
+            except p.TusError as error:
+                return BodyResult(current, error)
         current = await self._commit(current, written, lock)
+        if written > upload.offset:
+            self.hooks.post_receive(current)
         if current.finished:
             await self._finished(current)
         if writer.error is not None:
@@ -490,6 +566,10 @@ class TusHandler:
         if upload.partial:
             self.concat.part_changed_soon(upload.id)
             return
+        if not await self.state.claim(upload.id, FINISH_ANNOUNCED):
+            return  # announced already: by another request or instance that raced to the end
+        self.metrics.uploads_finished.inc()
+        self.hooks.post_finish(upload)
         for callback in self.on_finish:
             await callback(upload)
 
@@ -497,8 +577,12 @@ class TusHandler:
 
     async def delete(self, request: Request) -> Response:
         async with self._locked(request.path_params["upload_id"]) as (_, upload):
-            await self.state.delete(upload.id)
+            await self.hooks.pre_terminate(upload)  # may refuse
+            deleted = await self.state.delete(upload.id)
             await self.data.delete(upload.id)
+        if deleted:  # true for one request only, whatever the instance
+            self.metrics.uploads_terminated.inc()
+            self.hooks.post_terminate(upload)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
         return Response(status_code=204)

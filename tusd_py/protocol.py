@@ -97,6 +97,16 @@ ERR_STORAGE_FULL = Error(507, "ERR_STORAGE_FULL", "not enough storage, resume th
 ERR_STORAGE = Error(503, "ERR_STORAGE_UNAVAILABLE", "storage unavailable, resume the upload later")
 ERR_STATE_UNAVAILABLE = Error(503, "ERR_STATE_UNAVAILABLE", "upload state store unavailable, try again")
 ERR_SERVER_SHUTDOWN = Error(503, "ERR_SERVER_SHUTDOWN", "server is shutting down, resume the upload")
+# Hooks (see hooks/). A hook that rejects may answer with its own status (4xx/5xx) and message;
+# the code stays the one below. A hook that fails or times out gives the 5xx rows.
+ERR_UPLOAD_REJECTED = Error(400, "ERR_UPLOAD_REJECTED", "upload rejected by the server's hook")
+ERR_FINISH_REJECTED = Error(400, "ERR_FINISH_REJECTED", "completing the upload was rejected by the server's hook")
+ERR_TERMINATION_REJECTED = Error(400, "ERR_UPLOAD_TERMINATION_REJECTED", "termination rejected by the server's hook")
+ERR_UNAUTHORIZED = Error(401, "ERR_UNAUTHORIZED", "authorization required")
+ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
+ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
+ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
+ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
 
 
 def new_upload_id() -> str:
