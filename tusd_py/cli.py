@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -10,7 +9,12 @@ import uvicorn
 
 from tusd_py.app import create_app
 from tusd_py.config import Config
+from tusd_py.logs import configure_logging
 from tusd_py.server import GracefulServer, guarded_protocol
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -31,11 +35,25 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
 @click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
+@click.option("--max-concat-parts", default=1000, type=click.IntRange(min=1), show_envvar=True, help="Most partial uploads one final upload may list.")
 @click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
 @click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
 @click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
+@click.option("--hooks-module", default=None, show_envvar=True, help="Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks.")
+@click.option("--hooks-http", default=None, show_envvar=True, help="URL each hook event is POSTed to as JSON.")
+@click.option("--hooks-http-forward-headers", default="", show_envvar=True, help="Comma-separated client request headers copied onto webhook requests.")
+@click.option("--hooks-http-timeout", default=10.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds one webhook attempt may take.")
+@click.option("--hooks-http-retries", default=2, type=click.IntRange(min=0), show_envvar=True, help="Further attempts after a webhook failed.")
+@click.option("--hooks-http-backoff", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds before the first webhook retry; doubles with each.")
+@click.option("--hooks-redis-stream", default=None, show_envvar=True, help="Redis stream that post-create, post-finish and post-terminate events are added to.")
+@click.option("--hooks-redis-url", default=None, show_envvar=True, help="Redis of --hooks-redis-stream (default: --redis-url).")
+@click.option("--hooks-enabled-events", default=",".join(Config.hooks_events), show_envvar=True, help="Comma-separated hook events to send.")
+@click.option("--hooks-timeout", default=30.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds a blocking hook may take in all before the request fails with 504.")
+@click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
+@click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
+@click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
 @click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
@@ -55,11 +73,25 @@ def main(
     fsync: bool,
     network_timeout: float,
     max_concurrent_uploads: int,
+    max_concat_parts: int,
     max_metadata_size: int,
     max_metadata_keys: int,
     max_header_size: int,
     sweep_interval: float,
     lock_wait: float,
+    hooks_module: str | None,
+    hooks_http: str | None,
+    hooks_http_forward_headers: str,
+    hooks_http_timeout: float,
+    hooks_http_retries: int,
+    hooks_http_backoff: float,
+    hooks_redis_stream: str | None,
+    hooks_redis_url: str | None,
+    hooks_enabled_events: str,
+    hooks_timeout: float,
+    progress_interval: float,
+    log_format: str,
+    expose_metrics: bool,
     ui: bool,
     ietf_draft: bool,
     ietf_interim: bool,
@@ -81,18 +113,32 @@ def main(
         fsync=fsync,
         network_timeout=network_timeout,
         max_concurrent_uploads=max_concurrent_uploads,
+        max_concat_parts=max_concat_parts,
         max_metadata_size=max_metadata_size,
         max_metadata_keys=max_metadata_keys,
         max_header_size=max_header_size,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
+        hooks_module=hooks_module or None,
+        hooks_http=hooks_http or None,
+        hooks_http_forward_headers=_list(hooks_http_forward_headers),
+        hooks_http_timeout=hooks_http_timeout,
+        hooks_http_retries=hooks_http_retries,
+        hooks_http_backoff=hooks_http_backoff,
+        hooks_redis_stream=hooks_redis_stream or None,
+        hooks_redis_url=hooks_redis_url or None,
+        hooks_events=_list(hooks_enabled_events),
+        hooks_timeout=hooks_timeout,
+        progress_interval=progress_interval,
+        log_format=log_format,
+        expose_metrics=expose_metrics,
         ui=ui,
         ietf_draft=ietf_draft,
         ietf_interim=ietf_interim,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     app = create_app(config)
     handler = app.state.tus
     click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}")
@@ -105,7 +151,8 @@ def main(
         log_level=log_level,
         timeout_graceful_shutdown=config.shutdown_timeout,
         server_header=False,
-        access_log=log_level == "debug",
+        access_log=False,  # logs.AccessLogMiddleware writes one line per request
+        log_config=None,  # configure_logging did it
         http=guarded_protocol(config.max_header_size, config.network_timeout),
     )
     server = GracefulServer(uv_config, on_exit=handler.shutdown)

@@ -72,12 +72,16 @@ class IetfHandler:
     async def _dispatch(
         self, request: Request, method: str, version: int, handlers: dict[str, Handler], allow: str
     ) -> Response:
+        self.tus.hooks.bind_request(request, method)
         try:
             handler = handlers.get(method)
             if handler is None:
                 raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
+            if method != "OPTIONS":
+                await self.tus._authorize(request)  # the same authorize hook as tus requests
             return await handler(request, version)
         except p.TusError as error:
+            request.state.tus_error = error.code  # for metrics and the access log
             return ietf.error_response(error, request, version, ietf.upload_limit(self.config, version))
 
     # -- OPTIONS (I-08) ------------------------------------------------------------
@@ -130,9 +134,19 @@ class IetfHandler:
         has_body: bool,
         checksum: tuple[Hasher, bytes] | None,
     ) -> Response:
-        await self.tus.data.create(upload.id)
-        if not await self.tus.state.create(upload):  # an id collision: 128 random bits make it a bug
-            raise RuntimeError("upload id collision")
+        tus = self.tus
+        proposed = upload.id
+        upload = await tus.hooks.pre_create(upload)  # may reject, or change the id and metadata
+        if upload.finished:
+            await tus.hooks.pre_finish(upload)
+        # The record first: creating the data file of an id that is taken would truncate it.
+        if not await tus.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
+        await tus.data.create(upload.id)
+        tus.metrics.uploads_created.inc()
+        tus.hooks.post_create(upload)
         location = upload_url(request, self.config, upload.id)
         headers = {"Location": location, "Upload-Limit": ietf.upload_limit(self.config, version, upload)}
         if upload.finished:  # draft -05, an empty upload
@@ -162,7 +176,8 @@ class IetfHandler:
     async def head(self, request: Request, version: int) -> Response:
         if version < 7 and any(name in request.headers for name in ietf.DRAFT_FIELDS):
             raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400 (I-21)
-        upload = await self.tus._load_locked(request.path_params["upload_id"])
+        async with self.tus._locked(request.path_params["upload_id"]) as (_, upload):
+            pass  # read under the lock: a running append is asked to stop first (I-30)
         headers = self._answer_headers(upload, version)
         headers["Cache-Control"] = "no-store"
         headers.update(await self._wanted_digest(request, upload))
@@ -183,12 +198,8 @@ class IetfHandler:
         if fields.complete is None:
             raise p.ERR_INVALID_UPLOAD_COMPLETE()
         checksum = self._content_digest(request)
-        reader = self.tus._reader(request)
-        try:
-            with self.tus._body_slot():
-                return await self._append(request, version, upload_id, fields, checksum, reader)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        with self.tus._body_slot():
+            return await self._append(request, version, upload_id, fields, checksum, self.tus._reader(request))
 
     async def _append(
         self,
@@ -201,8 +212,7 @@ class IetfHandler:
     ) -> Response:
         has_body = ietf.has_content(request.headers, fields)
         digest: dict[str, str] = {}
-        async with self.tus._lock(upload_id, reader) as lock:
-            upload = await self.tus._load(upload_id, lock)
+        async with self.tus._locked(upload_id, reader) as (lock, upload):
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if upload.finished:
@@ -349,6 +359,7 @@ class IetfHandler:
         if not lock.valid():
             raise p.ERR_LOCK_LOST(Connection="close")
         if upload.length is None:
+            await self.tus.hooks.pre_finish(upload.replace(length=upload.offset, state=FINISHED))  # may refuse
             if not await self.tus.state.declare_length(upload.id, upload.offset):
                 raise p.ERR_NOT_FOUND()
             upload = upload.replace(length=upload.offset, state=FINISHED, expires=None)

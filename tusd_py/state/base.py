@@ -15,10 +15,17 @@ if TYPE_CHECKING:
     from tusd_py.locks.base import Fence, Lock
 
 # Lifecycle states. "expired" records are tombstones kept so that later requests get 410.
+# created -> uploading (first committed byte) -> finished (offset == length): `commit_offset`;
+# -> expired: `mark_expired`; -> terminated: `delete`, which removes the record (later
+# requests get 404, as tusd), so "terminated" is never stored, only reported to hooks.
 CREATED = "created"
 UPLOADING = "uploading"
 FINISHED = "finished"
 EXPIRED = "expired"
+TERMINATED = "terminated"
+
+# Once-only announcements (see `StateStore.claim`).
+FINISH_ANNOUNCED = "finish-announced"
 
 
 @dataclass
@@ -128,6 +135,15 @@ class StateStore(Protocol):
     async def expect_length(self, upload_id: str, length: int) -> bool:
         """Record the length a draft client announced (`Upload.expected_length`) once; it
         completes nothing. False if one was already recorded, or it is below the offset."""
+
+    async def claim(self, upload_id: str, event: str) -> bool:
+        """Record that `event` (e.g. FINISH_ANNOUNCED) happened to the upload.
+
+        True for exactly one caller per upload and event, whatever the instance, so
+        post-finish hooks, the stream entry and the finished counter happen once even
+        when the last bytes race. False when claimed before or the upload is gone.
+        A claim lives as long as the record (a new upload reusing the id starts fresh).
+        """
 
     async def delete(self, upload_id: str) -> bool:
         """Forget an upload (termination), and what it waited on if it is a final upload;

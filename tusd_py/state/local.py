@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS uploads (
     want_repr_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS claims (
+    id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (id, event)
+);
 CREATE INDEX IF NOT EXISTS uploads_pending_finals ON uploads (created) WHERE parts != '' AND state = 'created';
 CREATE TABLE IF NOT EXISTS concat_waiters (
     part TEXT NOT NULL,
@@ -254,6 +260,19 @@ class LocalStateStore:
 
         return await self._run(run)
 
+    async def claim(self, upload_id: str, event: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            # One statement, so atomic. A claim names the record's creation time: one left
+            # by an earlier upload with the same id (terminated, then re-created) is replaced.
+            cursor = db.execute(
+                "INSERT INTO claims (id, event, created) SELECT id, ?, created FROM uploads WHERE id = ?"
+                " ON CONFLICT (id, event) DO UPDATE SET created = excluded.created WHERE created != excluded.created",
+                (event, upload_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
     async def delete(self, upload_id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             with _transaction(db):
@@ -284,9 +303,12 @@ class LocalStateStore:
 
     async def forget_tombstones(self, before: float) -> int:
         """Drop expired tombstones older than `before`, so the table does not grow forever."""
-        return await self._run(
-            lambda db: db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
-        )
+        def run(db: sqlite3.Connection) -> int:
+            dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
+            db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
+            return dropped
+
+        return await self._run(run)
 
     async def create_final(self, upload: Upload) -> bool:
         def run(db: sqlite3.Connection) -> bool:

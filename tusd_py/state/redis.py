@@ -87,6 +87,12 @@ return 1
 """
 
 
+# ARGV: the claim's field name. The claim is a field of the upload's hash: it goes with the record.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+"""
+
 # KEYS: upload, finals, waiting:<part> for each distinct part. ARGV: id, created, fields...
 _CREATE_FINAL = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -150,6 +156,7 @@ class RedisStateStore:
         self._declare_length = client.register_script(_DECLARE_LENGTH)
         self._expect_length = client.register_script(_EXPECT_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
+        self._claim = client.register_script(_CLAIM)
         self._create_final = client.register_script(_CREATE_FINAL)
         self._finish_final = client.register_script(_FINISH_FINAL)
         self._drop_final = client.register_script(_DROP_FINAL)
@@ -204,6 +211,9 @@ class RedisStateStore:
 
     async def expect_length(self, upload_id: str, length: int) -> bool:
         return bool(await self._expect_length(keys=[self.key(upload_id)], args=[str(length)]))
+
+    async def claim(self, upload_id: str, event: str) -> bool:
+        return bool(await self._claim(keys=[self.key(upload_id)], args=[f"claimed:{event}"]))
 
     async def delete(self, upload_id: str) -> bool:
         deleted = await self._delete(
