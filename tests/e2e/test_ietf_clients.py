@@ -173,3 +173,27 @@ def test_nginx_turns_an_upstream_104_into_its_final_response(tmp_path: Path) -> 
     with Cluster(tmp_path / "plain", instances=1) as plain:
         exchange = d.request(plain.proxy.port, "POST", "/files/", {**INTEROP, "Upload-Complete": "?1"}, b"abc")
         assert exchange.interim == [] and exchange.status == 201 and exchange.headers["upload-complete"] == "?1"
+
+
+# -- hooks see draft requests as they see tus requests -----------------------------------
+
+
+def test_hooks_fire_for_draft_uploads_and_finish_only_at_explicit_completion(make_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.e2e.hookutil import of_type, read_events, wait_until
+
+    log = tmp_path / "hooks.jsonl"
+    monkeypatch.setenv("HOOKS_TEST_LOG", str(log))
+    server = make_server(hooks_module="tests.hooks_recorder")
+    created = d.request(server.port, "POST", "/files/", {**INTEROP, "Upload-Complete": "?0", "Upload-Length": "10", "Content-Type": "text/plain"}, b"01234")
+    path = "/files/" + created.headers["location"].rsplit("/", 1)[1]
+    upload_id = path.rsplit("/", 1)[1]
+    patch = {**INTEROP, "Content-Type": PARTIAL}
+    assert d.request(server.port, "PATCH", path, {**patch, "Upload-Offset": "5", "Upload-Complete": "?0"}, b"56789").status == 204
+    assert of_type(read_events(log), "pre-finish") == []  # offset == length completes nothing (I-03)
+    assert d.request(server.port, "PATCH", path, {**patch, "Upload-Offset": "10", "Upload-Complete": "?1"}).status == 200
+    refused = d.request(server.port, "POST", "/files/", {**INTEROP, "Upload-Complete": "?1", "Upload-Metadata": "refuse-finish"}, b"x")
+    assert refused.status == 400 and b"ERR_FINISH_REJECTED" in refused.body  # pre-finish may refuse a completion
+    events = wait_until(lambda: of_type(read_events(log), "post-finish") and read_events(log))
+    assert len(of_type(events, "pre-finish", upload_id)) == 1 and len(of_type(events, "post-finish", upload_id)) == 1
+    assert of_type(events, "post-create", upload_id)[0]["upload"]["metadata"] == {"filetype": "text/plain"}
+    assert [e["request"]["method"] for e in of_type(events, "authorize", upload_id)] == ["PATCH", "PATCH"]
