@@ -223,5 +223,5 @@ def parse_concat(header: str | None) -> Concat | None:
 
 
 def has_forbidden_header_chars(value: str) -> bool:
-    """CR, LF and NUL in a value would let a client inject headers into our responses."""
+    """CR, LF and NUL in a value would let a hook or client inject headers into our responses."""
     return any(ch in value for ch in "\r\n\x00")

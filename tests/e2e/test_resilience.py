@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from tests.support import OCTET, TUS, create, head, patch
+from tests.support import TUS, create, head, patch
 
 
 def open_patch(port: int, url: str, offset: int, length: int, extra: str = "") -> socket.socket:

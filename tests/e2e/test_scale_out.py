@@ -25,7 +25,7 @@ import redis
 import requests
 
 from tests.cluster import PROXY_SETTINGS, Cluster, Nginx
-from tests.support import OCTET, TUS, create, head, patch
+from tests.support import TUS, create, head, patch
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,10 +12,6 @@ from tusd_py.body import BodyReader
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def stalling_receive(chunks: list[bytes]):
     """Hands out `chunks`, then waits forever, like a client that went silent."""

@@ -14,10 +14,6 @@ from tusd_py.state.base import Upload
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class FakeTransport:
     def __init__(self, name: str = "fake", answer: object = None, events: tuple[str, ...] | None = None) -> None:
