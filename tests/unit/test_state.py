@@ -3,14 +3,14 @@ same behaviour runs against a real redis-server in tests/e2e."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
 from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.state.local import LocalStateStore
 
 pytestmark = pytest.mark.anyio
-
-
 
 
 def upload(upload_id: str = "u1", **fields: object) -> Upload:
