@@ -118,6 +118,7 @@ class Cluster:
         self.redis = RedisServer(directory / "redis", appendonly=True)
         self.data_dir = directory / "data"
         flags.setdefault("behind_proxy", True)
+        flags.setdefault("ietf_interim", False)  # as compose.yaml: nginx mishandles upstream 1xx
         self.servers = [TusServer(self.data_dir, redis_url=self.redis.url, **flags) for _ in range(instances)]
         self.proxy = Nginx(directory / "nginx", [server.port for server in self.servers], port=proxy_port)
 

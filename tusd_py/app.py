@@ -49,6 +49,8 @@ EXPOSE_HEADERS = [
     "Upload-Complete",
     "Upload-Limit",
     "Upload-Draft-Interop-Version",
+    "Repr-Digest",
+    "Accept-Patch",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Incremental digests for the checksum extension.
+"""Incremental digests for the checksum extension, and for RFC 9530 digest fields.
 
 Each hasher is fed while the body streams to disk (in the writer thread, where
 hashlib and zlib release the GIL), so verifying a chunk never re-reads it.
@@ -38,6 +38,14 @@ ALGORITHMS: dict[str, Callable[[], Hasher]] = {
     "sha512": hashlib.sha512,
     "md5": hashlib.md5,
     "crc32": Crc32,
+}
+
+
+# RFC 9530 names (IANA "Hash Algorithms for HTTP Digest Fields"), the active ones only:
+# md5, sha, crc32c and the unix sums are deprecated there as insecure or collision-prone.
+DIGEST_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
+    "sha-256": hashlib.sha256,
+    "sha-512": hashlib.sha512,
 }
 
 

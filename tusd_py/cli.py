@@ -55,6 +55,8 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
 @click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
+@click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
+@click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
@@ -91,6 +93,8 @@ def main(
     log_format: str,
     expose_metrics: bool,
     ui: bool,
+    ietf_draft: bool,
+    ietf_interim: bool,
     remove_parts_after_concat: bool,
     log_level: str,
 ) -> None:
@@ -129,6 +133,8 @@ def main(
         log_format=log_format,
         expose_metrics=expose_metrics,
         ui=ui,
+        ietf_draft=ietf_draft,
+        ietf_interim=ietf_interim,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )

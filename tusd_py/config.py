@@ -54,6 +54,8 @@ class Config:
     log_format: str = "text"  # or "json": one JSON object per line
     expose_metrics: bool = True  # serve Prometheus metrics on /metrics
     ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
+    ietf_draft: bool = True  # also serve the IETF resumable-upload draft (interop 6 and 8) on the same uploads
+    ietf_interim: bool = True  # send its 104 interim responses (off behind proxies that mishandle 1xx, e.g. nginx)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tusd_py import ietf
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
@@ -26,6 +27,7 @@ from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
+from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
 from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, StateStore, Upload
@@ -81,6 +83,7 @@ class TusHandler:
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
         self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
+        self.ietf = IetfHandler(self) if config.ietf_draft else None
 
     def _extensions(self) -> str:
         names = ["creation", "creation-with-upload", "creation-defer-length", "termination", "checksum"]
@@ -93,10 +96,14 @@ class TusHandler:
 
     async def creation_endpoint(self, request: Request) -> Response:
         method = self._method(request)
+        if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
+            return await self.ietf.creation_endpoint(request, method, version)
         return await self._dispatch(request, method, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
 
     async def upload_endpoint(self, request: Request) -> Response:
         method = self._method(request)
+        if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
+            return await self.ietf.upload_endpoint(request, method, version)
         handlers = {"HEAD": self.head, "PATCH": self.patch, "DELETE": self.delete, "GET": self.get, "OPTIONS": self.options}
         return await self._dispatch(request, method, handlers, UPLOAD_METHODS)
 
@@ -425,7 +432,7 @@ class TusHandler:
                     await self._finished(upload)
                 response_headers["Upload-Offset"] = str(upload.offset)
                 return Response(status_code=204, headers=response_headers)
-            self._check_body_fits(offset, upload.length, content_length)
+            self._check_body_fits(offset, upload.bound, content_length)
             result = await self._write_body(upload, reader, lock, checksum)
         if result.error is not None:
             raise result.error.with_headers(Connection="close") if result.close else result.error
@@ -436,13 +443,16 @@ class TusHandler:
     async def _declare_length(self, upload: Upload, length: int) -> Upload:
         if upload.length is not None or length < upload.offset:
             raise p.ERR_INVALID_LENGTH_CHANGE()
+        if upload.expected_length is not None and length != upload.expected_length:
+            raise p.ERR_INVALID_LENGTH_CHANGE("Upload-Length differs from the length announced when the upload was created")
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
         if length == upload.offset:  # declaring it completes the upload (DL-08)
             await self.hooks.pre_finish(upload.replace(length=length, state=FINISHED))
         if not await self.state.declare_length(upload.id, length):
             raise p.ERR_INVALID_LENGTH_CHANGE()
-        return upload.replace(length=length)
+        finished = length == upload.offset
+        return upload.replace(length=length, state=FINISHED if finished else upload.state, expires=None if finished else upload.expires)
 
     async def _store_body(self, request: Request, upload: Upload, checksum: tuple[Hasher, bytes] | None) -> BodyResult:
         """creation-with-upload: the POST body goes through the same path as a PATCH."""
@@ -454,7 +464,12 @@ class TusHandler:
             return BodyResult(upload, p.ERR_UPLOAD_LOCKED())
 
     async def _write_body(
-        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: tuple[Hasher, bytes] | None
+        self,
+        upload: Upload,
+        reader: BodyReader,
+        lock: Lock,
+        checksum: tuple[Hasher, bytes] | None,
+        on_commit: Callable[[Upload], Awaitable[None]] | None = None,
     ) -> BodyResult:
         """Stream the body to disk at the upload's offset and commit what may be committed.
 
@@ -462,9 +477,10 @@ class TusHandler:
         the client goes away or the reader is interrupted (checklist C-30), and the
         offset is committed every COMMIT_INTERVAL on the way, so a crash loses little.
         With a checksum nothing is committed unless the whole body arrived and matched.
+        `on_commit` hears of each commit made while the body still streams.
         """
         loop = asyncio.get_running_loop()
-        room = self._room(upload.offset, upload.length)
+        room = self._room(upload.offset, upload.bound)
         writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
         current = upload
         next_commit = loop.time() + COMMIT_INTERVAL
@@ -488,6 +504,8 @@ class TusHandler:
                 if checksum is None and loop.time() >= next_commit:
                     current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
+                    if on_commit is not None:
+                        await on_commit(current)
                 if next_progress is not None and loop.time() >= next_progress:
                     self.hooks.post_receive(current.replace(offset=writer.position))
                     next_progress = loop.time() + self.config.progress_interval
@@ -498,7 +516,7 @@ class TusHandler:
             self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
 
         if overflow:
-            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.length is not None else p.ERR_MAX_SIZE_EXCEEDED()
+            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.bound is not None else p.ERR_MAX_SIZE_EXCEEDED()
             return BodyResult(current, error, close=True)
         if lost or not lock.valid():
             return BodyResult(current, p.ERR_LOCK_LOST(), close=True)
@@ -578,14 +596,18 @@ class TusHandler:
     async def delete(self, request: Request) -> Response:
         async with self._locked(request.path_params["upload_id"]) as (_, upload):
             await self.hooks.pre_terminate(upload)  # may refuse
-            deleted = await self.state.delete(upload.id)
-            await self.data.delete(upload.id)
+            await self._terminate(upload)
+        return Response(status_code=204)
+
+    async def _terminate(self, upload: Upload) -> None:
+        """Forget the upload and its bytes; the caller holds its lock (and asked pre-terminate)."""
+        deleted = await self.state.delete(upload.id)
+        await self.data.delete(upload.id)
         if deleted:  # true for one request only, whatever the instance
             self.metrics.uploads_terminated.inc()
             self.hooks.post_terminate(upload)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
-        return Response(status_code=204)
 
     # -- GET (download, not part of tus) -------------------------------------------
 

@@ -97,6 +97,15 @@ ERR_STORAGE_FULL = Error(507, "ERR_STORAGE_FULL", "not enough storage, resume th
 ERR_STORAGE = Error(503, "ERR_STORAGE_UNAVAILABLE", "storage unavailable, resume the upload later")
 ERR_STATE_UNAVAILABLE = Error(503, "ERR_STATE_UNAVAILABLE", "upload state store unavailable, try again")
 ERR_SERVER_SHUTDOWN = Error(503, "ERR_SERVER_SHUTDOWN", "server is shutting down, resume the upload")
+# The IETF resumable-upload draft (ietf.py); the three marked * are its problem types.
+ERR_INVALID_UPLOAD_COMPLETE = Error(400, "ERR_INVALID_UPLOAD_COMPLETE", "missing or invalid Upload-Complete header")
+ERR_INCONSISTENT_LENGTH = Error(400, "ERR_INCONSISTENT_UPLOAD_LENGTH", "inconsistent length values for upload")  # *
+ERR_UPLOAD_COMPLETED = Error(400, "ERR_UPLOAD_COMPLETED", "upload is already completed")  # *
+ERR_UNEXPECTED_UPLOAD_FIELD = Error(400, "ERR_UNEXPECTED_UPLOAD_FIELD", "Upload-Offset, Upload-Complete or Upload-Length is not allowed here")
+ERR_INVALID_PARTIAL_UPLOAD = Error(415, "ERR_INVALID_CONTENT_TYPE", "Content-Type must be application/partial-upload")
+ERR_INVALID_DIGEST = Error(400, "ERR_INVALID_DIGEST", "invalid Content-Digest, Repr-Digest or Want-Repr-Digest header")
+ERR_CONTENT_DIGEST_MISMATCH = Error(400, "ERR_CONTENT_DIGEST_MISMATCH", "Content-Digest does not match the content: nothing was appended")
+ERR_REPR_DIGEST_MISMATCH = Error(400, "ERR_REPR_DIGEST_MISMATCH", "Repr-Digest does not match the uploaded representation: the upload failed")
 # Hooks (see hooks/). A hook that rejects may answer with its own status (4xx/5xx) and message;
 # the code stays the one below. A hook that fails or times out gives the 5xx rows.
 ERR_UPLOAD_REJECTED = Error(400, "ERR_UPLOAD_REJECTED", "upload rejected by the server's hook")

@@ -1,18 +1,65 @@
-"""Running the app under uvicorn: graceful shutdown, and guards on request heads.
+"""Running the app under uvicorn: graceful shutdown, guards on request heads, interim responses.
 
 uvicorn with httptools puts no limit on how large a request head may grow, nor
 on how long a client may take to send it, so a slow or hostile client could hold
 a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits.
+
+ASGI has no message for a general 1xx interim response (its early-hints extension
+carries only `Link` fields, and uvicorn sends it over HTTP/2 only), and uvicorn's
+HTTP/1.1 protocols send no 1xx but `100 Continue`. The IETF resumable-upload draft
+announces an upload with `104 Upload Resumption Supported` carrying `Location`, so
+the protocol also accepts `{"type": "http.response.informational", "status": 1xx,
+"headers": [...]}` before the response starts, and says so in the scope's
+`extensions`, as ASGI extensions do. It writes the interim response to the
+transport like uvicorn writes its own `100 Continue`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 from types import FrameType
 from typing import Any, Callable
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol, RequestResponseCycle
+
+INFORMATIONAL = "http.response.informational"  # the ASGI extension (our own name; ASGI defines none)
+_REASONS = {104: "Upload Resumption Supported"}
+
+
+def interim_response(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An HTTP/1.1 1xx interim response head; never 101, which switches protocols."""
+    if not 100 <= status <= 199 or status == 101:
+        raise RuntimeError(f"not an interim status: {status}")
+    try:
+        reason = _REASONS.get(status) or http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Informational"
+    lines = [f"HTTP/1.1 {status} {reason}\r\n".encode("ascii")]
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header in an interim response.")
+        lines.append(name.lower() + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _send_with_interim(cycle: RequestResponseCycle) -> Callable[[Any], Any]:
+    send = cycle.send
+
+    async def send_with_interim(message: Any) -> None:
+        if message["type"] != INFORMATIONAL:
+            await send(message)
+            return
+        head = interim_response(int(message["status"]), list(message.get("headers", [])))
+        # Interim responses are optional: none once the final one started, and none
+        # to a client that does not read its responses (rather than waiting on it).
+        if cycle.response_started or cycle.disconnected or cycle.transport.is_closing() or cycle.flow.write_paused:
+            return
+        cycle.transport.write(head)
+
+    return send_with_interim
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -79,6 +126,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        # A 1xx must not go to an HTTP/1.0 client (RFC 9110, 15.2). The task that runs the
+        # app has not started yet, so it sees the extension and the wrapped send.
+        if cycle is not None and cycle.scope is self.scope and self.scope.get("http_version") == "1.1":
+            self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}  # type: ignore[typeddict-item]
+            cycle.send = _send_with_interim(cycle)  # type: ignore[method-assign]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

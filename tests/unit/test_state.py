@@ -3,14 +3,14 @@ same behaviour runs against a real redis-server in tests/e2e."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
 from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.state.local import LocalStateStore
 
 pytestmark = pytest.mark.anyio
-
-
 
 
 def upload(upload_id: str = "u1", **fields: object) -> Upload:
@@ -84,3 +84,55 @@ async def test_commit_slides_expiry(store: StateStore) -> None:
     await store.commit_offset("u1", 0, 1, 900.0)
     assert await store.due_for_expiry(500.0, 10) == []
     assert await store.due_for_expiry(901.0, 10) == ["u1"]
+
+
+async def test_draft_fields_roundtrip(store: StateStore) -> None:
+    record = upload("d1", length=None, expected_length=10, repr_digest="sha-256=:AAAA:", want_repr_digest="sha-256")
+    await store.create(record)
+    assert await store.get("d1") == record
+
+
+async def test_expect_length_once_not_below_offset_and_completes_nothing(store: StateStore) -> None:
+    await store.create(upload(length=None))
+    await store.commit_offset("u1", 0, 5, 2000.0)
+    assert not await store.expect_length("u1", 4)
+    assert await store.expect_length("u1", 5)
+    assert not await store.expect_length("u1", 6)  # once
+    record = await store.get("u1")
+    assert record is not None and record.expected_length == 5 and record.length is None
+    assert not record.finished and record.state != FINISHED
+    assert await store.due_for_expiry(5000.0, 10) == ["u1"]  # still expires like any open upload
+    assert not await store.expect_length("missing", 1)
+
+
+async def test_declaring_the_length_at_the_offset_finishes_and_stops_expiry(store: StateStore) -> None:
+    await store.create(upload(length=None))
+    await store.commit_offset("u1", 0, 5, 2000.0)
+    assert await store.declare_length("u1", 5)
+    record = await store.get("u1")
+    assert record is not None and record.finished and record.state == FINISHED and record.expires is None
+    assert await store.due_for_expiry(5000.0, 10) == []  # a finished upload is never swept
+
+
+async def test_sqlite_database_from_before_the_draft_columns_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE uploads (id TEXT PRIMARY KEY, length INTEGER, offset INTEGER NOT NULL, metadata TEXT,"
+        " created REAL NOT NULL, expires REAL, concat TEXT, partial INTEGER NOT NULL, parts TEXT NOT NULL,"
+        " state TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO uploads VALUES ('old', 10, 3, NULL, 1.5, NULL, NULL, 0, '', 'uploading')")
+    db.commit()
+    db.close()
+    store = LocalStateStore(path)
+    try:
+        old = await store.get("old")
+        assert old is not None and old.offset == 3 and old.expected_length is None
+        assert await store.create(upload("new", length=None, expected_length=7))
+        new = await store.get("new")
+        assert new is not None and new.expected_length == 7
+    finally:
+        await store.close()

@@ -40,6 +40,17 @@ class Upload:
     partial: bool = False
     parts: tuple[str, ...] = field(default_factory=tuple)  # part ids of a final upload
     state: str = CREATED
+    # The IETF draft (see ietf.py): completion is explicit there, so `length` is set only
+    # when a draft client completes the upload. The length it announced before that
+    # bounds the offset but completes nothing.
+    expected_length: int | None = None
+    repr_digest: str | None = None  # Repr-Digest sent at creation (sf-dictionary), checked at completion
+    want_repr_digest: str | None = None  # the algorithm Want-Repr-Digest asked for at creation
+
+    @property
+    def bound(self) -> int | None:
+        """The offset may not pass this: the length, else the length a draft client announced."""
+        return self.length if self.length is not None else self.expected_length
 
     @property
     def final(self) -> bool:
@@ -64,6 +75,9 @@ class Upload:
             "partial": "1" if self.partial else "",
             "parts": " ".join(self.parts),
             "state": self.state,
+            "expected_length": "" if self.expected_length is None else str(self.expected_length),
+            "repr_digest": self.repr_digest or "",
+            "want_repr_digest": self.want_repr_digest or "",
         }
 
     @classmethod
@@ -79,6 +93,9 @@ class Upload:
             partial=bool(fields.get("partial")),
             parts=tuple(fields.get("parts", "").split()),
             state=fields.get("state") or CREATED,
+            expected_length=int(fields["expected_length"]) if fields.get("expected_length") else None,
+            repr_digest=fields.get("repr_digest") or None,
+            want_repr_digest=fields.get("want_repr_digest") or None,
         )
 
     def replace(self, **changes: object) -> Upload:
@@ -112,7 +129,12 @@ class StateStore(Protocol):
         """
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
-        """Set a deferred length once; False if it was already set or is below the offset."""
+        """Set a deferred length once; False if it was already set or is below the offset.
+        A length equal to the offset finishes the upload, which then no longer expires."""
+
+    async def expect_length(self, upload_id: str, length: int) -> bool:
+        """Record the length a draft client announced (`Upload.expected_length`) once; it
+        completes nothing. False if one was already recorded, or it is below the offset."""
 
     async def claim(self, upload_id: str, event: str) -> bool:
         """Record that `event` (e.g. FINISH_ANNOUNCED) happened to the upload.

@@ -32,7 +32,12 @@ logger = logging.getLogger("tusd_py.state")
 RESERVE_BYTES = 2 * 1024 * 1024
 RESERVE_RETRY_SECONDS = 60.0
 
-_COLUMNS = ("id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state")
+_COLUMNS = (
+    "id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state",
+    "expected_length", "repr_digest", "want_repr_digest",
+)  # fmt: skip
+# Columns added after the first release, with their types: ALTER TABLE adds them to older databases.
+_ADDED_COLUMNS = {"expected_length": "INTEGER", "repr_digest": "TEXT", "want_repr_digest": "TEXT"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
@@ -44,7 +49,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     concat TEXT,
     partial INTEGER NOT NULL,
     parts TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    expected_length INTEGER,
+    repr_digest TEXT,
+    want_repr_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS claims (
@@ -96,6 +104,10 @@ class LocalStateStore:
             # NORMAL survives a crash of this process; FULL also survives power loss.
             db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
             db.executescript(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE uploads ADD COLUMN {column} {kind}")
             self._db = db
         return self._db
 
@@ -168,6 +180,9 @@ class LocalStateStore:
             int(upload.partial),
             " ".join(upload.parts),
             upload.state,
+            upload.expected_length,
+            upload.repr_digest,
+            upload.want_repr_digest,
         )
 
     @staticmethod
@@ -184,12 +199,15 @@ class LocalStateStore:
             partial=bool(values["partial"]),
             parts=tuple(values["parts"].split()),
             state=values["state"],
+            expected_length=values["expected_length"],
+            repr_digest=values["repr_digest"],
+            want_repr_digest=values["want_repr_digest"],
         )
 
     async def create(self, upload: Upload) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             placeholders = ",".join("?" * len(_COLUMNS))
-            cursor = db.execute(f"INSERT OR IGNORE INTO uploads VALUES ({placeholders})", self._row(upload))
+            cursor = db.execute(f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({placeholders})", self._row(upload))
             return cursor.rowcount == 1
 
         return await self._run(run)
@@ -222,9 +240,21 @@ class LocalStateStore:
     async def declare_length(self, upload_id: str, length: int) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
-                "UPDATE uploads SET length = ?, state = CASE WHEN offset = ? THEN ? ELSE state END"
-                " WHERE id = ? AND length IS NULL AND offset <= ?",
-                (length, length, FINISHED, upload_id, length),
+                "UPDATE uploads SET length = ?, state = CASE WHEN offset = ? THEN ? ELSE state END,"
+                " expires = CASE WHEN offset = ? THEN NULL ELSE expires END"
+                " WHERE id = ? AND length IS NULL AND offset <= ? AND state != ?",
+                (length, length, FINISHED, length, upload_id, length, EXPIRED),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def expect_length(self, upload_id: str, length: int) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE uploads SET expected_length = ?"
+                " WHERE id = ? AND expected_length IS NULL AND offset <= ? AND state != ?",
+                (length, upload_id, length, EXPIRED),
             )
             return cursor.rowcount == 1
 
@@ -284,7 +314,7 @@ class LocalStateStore:
         def run(db: sqlite3.Connection) -> bool:
             placeholders = ",".join("?" * len(_COLUMNS))
             with _transaction(db):  # one transaction: the record and its waits exist together or not at all
-                cursor = db.execute(f"INSERT OR IGNORE INTO uploads VALUES ({placeholders})", self._row(upload))
+                cursor = db.execute(f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({placeholders})", self._row(upload))
                 if cursor.rowcount != 1:
                     return False
                 db.executemany(

@@ -49,13 +49,26 @@ if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[4]) else redis.call('ZADD
 return tonumber(ARGV[2])
 """
 
-# ARGV: length. Sets a deferred length once, never below the offset.
+# KEYS: record, expiry set. ARGV: length, id. Sets a deferred length once, never below
+# the offset; a length equal to the offset finishes the upload, which then never expires.
 _DECLARE_LENGTH = """
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'length', 'state')
 if not cur[1] or cur[2] ~= '' or cur[3] == 'expired' then return 0 end
 if tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'length', ARGV[1])
-if cur[1] == ARGV[1] then redis.call('HSET', KEYS[1], 'state', 'finished') end
+if cur[1] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'state', 'finished', 'expires', '')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+# ARGV: length. Records a draft client's announced length once, never below the offset.
+_EXPECT_LENGTH = """
+local cur = redis.call('HMGET', KEYS[1], 'offset', 'expected_length', 'state')
+if not cur[1] or (cur[2] and cur[2] ~= '') or cur[3] == 'expired' then return 0 end
+if tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'expected_length', ARGV[1])
 return 1
 """
 
@@ -141,6 +154,7 @@ class RedisStateStore:
         self._create = client.register_script(_CREATE)
         self._commit = client.register_script(_COMMIT)
         self._declare_length = client.register_script(_DECLARE_LENGTH)
+        self._expect_length = client.register_script(_EXPECT_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
         self._claim = client.register_script(_CLAIM)
         self._create_final = client.register_script(_CREATE_FINAL)
@@ -192,7 +206,11 @@ class RedisStateStore:
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
-        return bool(await self._declare_length(keys=[self.key(upload_id)], args=[str(length)]))
+        declared = await self._declare_length(keys=[self.key(upload_id), self._expiry_key], args=[str(length), upload_id])
+        return bool(declared)
+
+    async def expect_length(self, upload_id: str, length: int) -> bool:
+        return bool(await self._expect_length(keys=[self.key(upload_id)], args=[str(length)]))
 
     async def claim(self, upload_id: str, event: str) -> bool:
         return bool(await self._claim(keys=[self.key(upload_id)], args=[f"claimed:{event}"]))

@@ -1,0 +1,301 @@
+"""The fields of the IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload).
+
+A request speaks the draft when it carries `Upload-Draft-Interop-Version` with a
+version served here: 6 (drafts -04 and -05, tus-js-client's `ietf-draft-05`) or
+8 (drafts -09 to the latest text). Anything else is a tus 1.0.0 request.
+
+This module parses the draft's request fields and shapes its response fields and
+errors; it knows nothing about stores. `ietf_handler.py` applies the rules.
+Structured fields (RFC 9651) are parsed by `http_sf`; a field whose value is not
+valid is ignored as a whole, as the draft asks of receivers (checklist I-01).
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+import json
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from http_sf import StructuredFieldError, parse, ser
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusd_py import protocol as p
+from tusd_py.checksum import DIGEST_ALGORITHMS
+from tusd_py.config import Config
+from tusd_py.server import INFORMATIONAL
+from tusd_py.state.base import Upload
+
+VERSIONS = (6, 8)
+LATEST = 8
+PARTIAL_UPLOAD = "application/partial-upload"
+DRAFT_FIELDS = ("upload-offset", "upload-complete", "upload-length")
+PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
+# Errors answered with an RFC 9457 problem document, by code: the draft's problem types.
+PROBLEMS = {
+    p.ERR_MISMATCHED_OFFSET.code: ("mismatching-upload-offset", "offset from request does not match offset of resource"),
+    p.ERR_INCONSISTENT_LENGTH.code: ("inconsistent-upload-length", "inconsistent length values for upload"),
+    p.ERR_UPLOAD_COMPLETED.code: ("completed-upload", "upload is already completed"),
+}
+_VERSION_RE = re.compile(r"[0-9]{1,3}")
+# Content types that label the transfer, not the representation (tus-js-client sends
+# application/partial-upload on a creation request that carries data).
+_TRANSFER_TYPES = {PARTIAL_UPLOAD, p.OFFSET_CONTENT_TYPE}
+_EXT_FILENAME_RE = re.compile(r";\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
+
+
+def interop_version(headers: Headers) -> int | None:
+    """The draft version a request speaks, or None: then it is a tus request."""
+    value = headers.get("upload-draft-interop-version")
+    if value is None or _VERSION_RE.fullmatch(value.strip()) is None:
+        return None
+    version = int(value.strip())
+    return version if version in VERSIONS else None
+
+
+# -- request fields -------------------------------------------------------------------
+
+
+def _item(headers: Headers, name: str) -> Any:
+    """The bare value of an sf-Item field, or None when absent or not a valid Item."""
+    values = headers.getlist(name)
+    if not values:
+        return None
+    try:
+        value, _params = parse(",".join(values).encode("latin-1"), tltype="item")
+    except (StructuredFieldError, UnicodeEncodeError):
+        return None
+    return value
+
+
+def boolean(headers: Headers, name: str) -> bool | None:
+    value = _item(headers, name)
+    return value if isinstance(value, bool) else None
+
+
+def integer(headers: Headers, name: str) -> int | None:
+    """A non-negative sf-Integer (`True` is an int in Python, but not an Integer here)."""
+    value = _item(headers, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The draft's fields on one request; None when absent or invalid (and so ignored)."""
+
+    complete: bool | None
+    offset: int | None
+    length: int | None
+    content_length: int | None  # Content-Length (a 400 when malformed, as for tus)
+
+    def implied_length(self, offset: int) -> int | None:
+        """`Upload-Complete: ?1` with a Content-Length: the request ends the representation."""
+        if self.complete and self.content_length is not None:
+            return offset + self.content_length
+        return None
+
+
+def request_fields(headers: Headers) -> Fields:
+    return Fields(
+        complete=boolean(headers, "upload-complete"),
+        offset=integer(headers, "upload-offset"),
+        length=integer(headers, "upload-length"),
+        content_length=p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH),
+    )
+
+
+def has_content(headers: Headers, fields: Fields) -> bool:
+    if fields.content_length is not None:
+        return fields.content_length > 0
+    return "transfer-encoding" in headers
+
+
+def metadata(headers: Headers) -> str | None:
+    """The upload's metadata in tus form, so tus clients and GET see it too.
+
+    `Upload-Metadata` if the client sent it (tus-js-client does in draft mode), else the
+    representation's own fields, as tusd maps them: `Content-Type` -> `filetype`, the
+    `Content-Disposition` file name -> `filename` (I-18).
+    """
+    if headers.get("upload-metadata") is not None:
+        return headers["upload-metadata"]
+    values: dict[str, bytes] = {}
+    content_type = headers.get("content-type", "").strip()
+    if content_type and content_type.split(";")[0].strip().lower() not in _TRANSFER_TYPES:
+        values["filetype"] = content_type.encode("utf-8", "replace")
+    filename = _filename(headers.get("content-disposition"))
+    if filename:
+        values["filename"] = filename.encode("utf-8", "replace")
+    return p.encode_metadata(values) if values else None
+
+
+def _filename(disposition: str | None) -> str | None:
+    """The file name of a `Content-Disposition`: `filename*` (RFC 8187) before `filename`, as
+    RFC 6266 asks (the stdlib parser keeps whichever comes last). GET makes it safe to send back."""
+    if not disposition:
+        return None
+    extended = _EXT_FILENAME_RE.search(disposition)
+    if extended is not None:
+        charset, _language, encoded = email.utils.decode_rfc2231(extended.group(1))
+        if charset is not None:
+            try:
+                return urllib.parse.unquote(encoded, encoding=charset, errors="replace")
+            except LookupError:  # an unknown charset: try the plain parameter
+                pass
+    message = email.message.Message()
+    message["content-disposition"] = disposition
+    filename = message.get_param("filename", header="content-disposition")
+    return filename if isinstance(filename, str) else None
+
+
+# -- digests (RFC 9530) ---------------------------------------------------------------
+
+
+def _digests(headers: Headers, name: str) -> dict[str, bytes] | None:
+    """The digests of a `Content-Digest` or `Repr-Digest` field for the algorithms we know.
+
+    Algorithms we do not know are ignored (RFC 9530 lets a recipient ignore any digest);
+    a field that is not a dictionary, or a known algorithm without a byte sequence, is a 400.
+    """
+    values = headers.getlist(name)
+    if not values:
+        return None
+    try:
+        members = parse(",".join(values).encode("latin-1"), tltype="dictionary")
+    except (StructuredFieldError, UnicodeEncodeError):
+        raise p.ERR_INVALID_DIGEST() from None
+    digests: dict[str, bytes] = {}
+    for algorithm, member in members.items():
+        if algorithm in DIGEST_ALGORITHMS:
+            value = member[0] if isinstance(member, tuple) else None
+            if not isinstance(value, bytes):
+                raise p.ERR_INVALID_DIGEST()
+            digests[algorithm] = value
+    return digests
+
+
+def content_digest(headers: Headers) -> tuple[str, bytes] | None:
+    """The `Content-Digest` to verify the content with: the strongest algorithm we know."""
+    digests = _digests(headers, "content-digest")
+    if not digests:
+        return None
+    algorithm = max(digests, key=list(DIGEST_ALGORITHMS).index)
+    return algorithm, digests[algorithm]
+
+
+def repr_digest(headers: Headers) -> str | None:
+    """`Repr-Digest` restricted to the algorithms we know, serialised for the upload record."""
+    digests = _digests(headers, "repr-digest")
+    return ser(digests) if digests else None
+
+
+def parse_repr_digest(value: str) -> dict[str, bytes]:
+    """The record's `repr_digest` back into digests (it was serialised by `repr_digest`)."""
+    return {name: member[0] for name, member in parse(value.encode("ascii"), tltype="dictionary").items()}
+
+
+def want_repr_digest(headers: Headers) -> str | None:
+    """The algorithm to answer `Want-Repr-Digest` with: the most preferred one we know,
+    else sha-256 unless the client ruled it out (preference 0)."""
+    values = headers.getlist("want-repr-digest")
+    if not values:
+        return None
+    try:
+        members = parse(",".join(values).encode("latin-1"), tltype="dictionary")
+    except (StructuredFieldError, UnicodeEncodeError):
+        raise p.ERR_INVALID_DIGEST() from None
+    preferences: dict[str, int] = {}
+    for algorithm, member in members.items():
+        weight = member[0] if isinstance(member, tuple) else None
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 10:
+            raise p.ERR_INVALID_DIGEST()
+        preferences[algorithm] = weight
+    known = {name: weight for name, weight in preferences.items() if name in DIGEST_ALGORITHMS and weight > 0}
+    if known:
+        return max(known, key=lambda name: (known[name], list(DIGEST_ALGORITHMS).index(name)))
+    return None if preferences.get("sha-256") == 0 else "sha-256"
+
+
+def format_digests(digests: dict[str, bytes]) -> str:
+    return ser(digests)
+
+
+# -- response fields -------------------------------------------------------------------
+
+
+def upload_limit(config: Config, version: int, upload: Upload | None = None) -> str:
+    """`Upload-Limit` (I-06, I-08): the size cap and the time left, or `min-size=0`
+    when there is no limit (the field is never empty). For a new upload (OPTIONS, 413
+    on creation) the time left is the whole `expire_after`."""
+    limits: dict[str, int] = {}
+    if config.max_size:
+        limits["max-size"] = config.max_size
+    age: float | None = None
+    if upload is None:
+        age = config.expire_after or None
+    elif upload.expires is not None and not upload.finished:
+        age = max(upload.expires - time.time(), 0.0)
+    if age is not None:
+        limits["max-age" if version >= 7 else "expires"] = int(age)  # -05 called it `expires`
+    return ser(limits or {"min-size": 0})
+
+
+def state_headers(upload: Upload, version: int) -> dict[str, str]:
+    """Offset, completeness and the length if known: what every successful answer about
+    an upload says (I-12, I-13, I-19, I-24, I-25)."""
+    headers = {
+        "Upload-Draft-Interop-Version": str(version),
+        "Upload-Offset": ser(upload.offset),
+        "Upload-Complete": ser(upload.finished),
+    }
+    if upload.bound is not None:
+        headers["Upload-Length"] = ser(upload.bound)
+    return headers
+
+
+def error_response(error: p.TusError, request: Request, version: int, limit: str) -> Response:
+    """An error for a draft request: the draft's problem types as RFC 9457 documents
+    (I-04, I-23, I-26), every other error as the usual one line; `Upload-Limit` on 413 (I-09)."""
+    headers = {"Upload-Draft-Interop-Version": str(version)}
+    if error.status == 413:
+        headers["Upload-Limit"] = limit
+    headers.update(error.headers)
+    body = b""
+    media_type = "text/plain; charset=utf-8"
+    problem = PROBLEMS.get(error.code)
+    if problem is not None:
+        document: dict[str, object] = {"type": PROBLEM_BASE + problem[0], "title": problem[1], "detail": error.message}
+        if error.code == p.ERR_MISMATCHED_OFFSET.code:
+            expected = {name.lower(): value for name, value in error.headers}.get("upload-offset")
+            document["expected-offset"] = int(expected) if expected is not None else None
+            document["provided-offset"] = integer(request.headers, "upload-offset")
+        body = json.dumps(document).encode()
+        media_type = "application/problem+json"
+    elif request.method != "HEAD":
+        body = f"{error}\n".encode()
+    if request.method == "HEAD":
+        body = b""
+    return Response(body, status_code=error.status, media_type=media_type, headers=headers)
+
+
+# -- interim responses -----------------------------------------------------------------
+
+
+async def send_interim(request: Request, headers: dict[str, str]) -> bool:
+    """Send `104 Upload Resumption Supported` now, if the server can (see server.py).
+
+    Starlette's own `send_early_hints` reaches the ASGI `send` the same way.
+    """
+    if INFORMATIONAL not in request.scope.get("extensions", {}):
+        return False
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await request._send({"type": INFORMATIONAL, "status": 104, "headers": raw})
+    return True

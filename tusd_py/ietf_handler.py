@@ -1,0 +1,412 @@
+"""Requests that speak the IETF resumable-upload draft, on the same uploads as tus requests.
+
+The draft's rules, applied through the tus handler's own internals: the same
+locks (and lock exchange), the same body writer and commits, the same state and
+data stores. So a draft client and a tus client can share uploads, instances and
+a cluster, and nothing about scale-out needs to know which protocol a request spoke.
+
+How the draft maps onto the shared `Upload` record: completion is explicit in the
+draft (the offset reaching the length completes nothing, checklist I-03), so a
+draft upload keeps `length` unset, as a tus upload with a deferred length, until
+a request with `Upload-Complete: ?1` has been fully processed; the length it
+announced before that is `expected_length`, which bounds the offset. Completing
+declares the length, which finishes the upload for both protocols at once.
+
+Interop version 6 (draft -05) is served as tusd serves it: a length announced with
+`Upload-Length` is the upload's length, reached means complete. Its one real client,
+tus-js-client's `ietf-draft-05`, depends on that: reading from a file in chunks, it
+never sends `Upload-Complete: ?1` (its node FileSource marks only a chunk that covers
+the whole file as the last), and takes the offset reaching the size for success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusd_py import ietf
+from tusd_py import protocol as p
+from tusd_py.body import BodyReader
+from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
+from tusd_py.download import download_response
+from tusd_py.locks.base import Lock, LockTimeout
+from tusd_py.state.base import FINISHED, Upload
+from tusd_py.urls import upload_url
+
+if TYPE_CHECKING:
+    from tusd_py.handlers import BodyResult, TusHandler
+
+Handler = Callable[[Request, int], Awaitable[Response]]
+
+
+def _feed(hashers: list[Hasher], chunk: bytes) -> None:
+    for hasher in hashers:
+        hasher.update(chunk)
+
+
+class IetfHandler:
+    def __init__(self, tus: TusHandler) -> None:
+        self.tus = tus
+        self.config = tus.config
+
+    # -- routing -------------------------------------------------------------------
+
+    async def creation_endpoint(self, request: Request, method: str, version: int) -> Response:
+        return await self._dispatch(request, method, version, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
+
+    async def upload_endpoint(self, request: Request, method: str, version: int) -> Response:
+        handlers: dict[str, Handler] = {
+            "HEAD": self.head,
+            "PATCH": self.patch,
+            "DELETE": self.delete,
+            "GET": self.get,
+            "OPTIONS": self.options,
+        }
+        return await self._dispatch(request, method, version, handlers, "GET, HEAD, PATCH, DELETE, OPTIONS")
+
+    async def _dispatch(
+        self, request: Request, method: str, version: int, handlers: dict[str, Handler], allow: str
+    ) -> Response:
+        self.tus.hooks.bind_request(request, method)
+        try:
+            handler = handlers.get(method)
+            if handler is None:
+                raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
+            if method != "OPTIONS":
+                await self.tus._authorize(request)  # the same authorize hook as tus requests
+            return await handler(request, version)
+        except p.TusError as error:
+            request.state.tus_error = error.code  # for metrics and the access log
+            return ietf.error_response(error, request, version, ietf.upload_limit(self.config, version))
+
+    # -- OPTIONS (I-08) ------------------------------------------------------------
+
+    async def options(self, request: Request, version: int) -> Response:
+        response = await self.tus.options(request)
+        response.headers["Upload-Limit"] = ietf.upload_limit(self.config, version)
+        response.headers["Accept-Patch"] = ietf.PARTIAL_UPLOAD  # drafts -10 to -12 ask for it
+        response.headers["Upload-Draft-Interop-Version"] = str(version)
+        return response
+
+    # -- POST: upload creation (I-10 to I-18) --------------------------------------
+
+    async def post(self, request: Request, version: int) -> Response:
+        headers = request.headers
+        fields = ietf.request_fields(headers)
+        if fields.complete is None:
+            raise p.ERR_INVALID_UPLOAD_COMPLETE()
+        expected = self._announced(fields, offset=0, known=None)
+        if expected is not None and self.config.max_size and expected > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+        metadata = ietf.metadata(headers)
+        self.tus._check_metadata(metadata)
+        has_body = ietf.has_content(headers, fields)
+        checksum = None
+        if has_body:
+            self._check_content_fits(0, expected, fields.content_length)
+            checksum = self._content_digest(request)
+        tus_length = expected if version < 7 and fields.length is not None else None  # see the module doc
+        upload = Upload(
+            id=p.new_upload_id(),
+            length=tus_length,  # else set when the upload completes (I-03)
+            expected_length=None if tus_length is not None else expected,
+            state=FINISHED if tus_length == 0 else "created",
+            metadata=metadata,
+            created=time.time(),
+            expires=self.tus._expiry(False),
+            repr_digest=ietf.repr_digest(headers),
+            want_repr_digest=ietf.want_repr_digest(headers),
+        )
+        with self.tus._body_slot() if has_body else contextlib.nullcontext():
+            return await self._create(request, version, upload, fields, has_body, checksum)
+
+    async def _create(
+        self,
+        request: Request,
+        version: int,
+        upload: Upload,
+        fields: ietf.Fields,
+        has_body: bool,
+        checksum: tuple[Hasher, bytes] | None,
+    ) -> Response:
+        tus = self.tus
+        proposed = upload.id
+        upload = await tus.hooks.pre_create(upload)  # may reject, or change the id and metadata
+        if upload.finished:
+            await tus.hooks.pre_finish(upload)
+        # The record first: creating the data file of an id that is taken would truncate it.
+        if not await tus.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
+        await tus.data.create(upload.id)
+        tus.metrics.uploads_created.inc()
+        tus.hooks.post_create(upload)
+        location = upload_url(request, self.config, upload.id)
+        headers = {"Location": location, "Upload-Limit": ietf.upload_limit(self.config, version, upload)}
+        if upload.finished:  # draft -05, an empty upload
+            await self.tus._finished(upload)
+        if has_body:  # the resource exists: say where, before reading the content (I-10, I-11)
+            await self._interim(request, {**headers, "Upload-Draft-Interop-Version": str(version)})
+        digest: dict[str, str] = {}
+        if (has_body or fields.complete) and not upload.finished:
+            reader = self.tus._reader(request)
+            try:
+                async with self.tus._lock(upload.id, reader) as lock:
+                    if has_body:
+                        result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
+                        upload = result.upload
+                        if result.error is not None:
+                            raise await self._body_error(result, version, Location=location)
+                    if fields.complete:
+                        upload, digest = await self._complete(request, upload, lock)
+            except LockTimeout:
+                raise p.ERR_UPLOAD_LOCKED(Location=location) from None
+        headers.update(ietf.state_headers(upload, version), **digest)
+        headers["Upload-Limit"] = ietf.upload_limit(self.config, version, upload)
+        return Response(status_code=201, headers=headers)
+
+    # -- HEAD: offset retrieval (I-19 to I-21) -------------------------------------
+
+    async def head(self, request: Request, version: int) -> Response:
+        if version < 7 and any(name in request.headers for name in ietf.DRAFT_FIELDS):
+            raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400 (I-21)
+        async with self.tus._locked(request.path_params["upload_id"]) as (_, upload):
+            pass  # read under the lock: a running append is asked to stop first (I-30)
+        headers = self._answer_headers(upload, version)
+        headers["Cache-Control"] = "no-store"
+        headers.update(await self._wanted_digest(request, upload))
+        return Response(status_code=204, headers=headers)
+
+    # -- PATCH: upload append (I-22 to I-28) ---------------------------------------
+
+    async def patch(self, request: Request, version: int) -> Response:
+        headers = request.headers
+        upload_id = request.path_params["upload_id"]
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        if headers.get("content-type", "").split(";")[0].strip().lower() != ietf.PARTIAL_UPLOAD:
+            raise p.ERR_INVALID_PARTIAL_UPLOAD()
+        fields = ietf.request_fields(headers)
+        if fields.offset is None:
+            raise p.ERR_INVALID_OFFSET()
+        if fields.complete is None:
+            raise p.ERR_INVALID_UPLOAD_COMPLETE()
+        checksum = self._content_digest(request)
+        with self.tus._body_slot():
+            return await self._append(request, version, upload_id, fields, checksum, self.tus._reader(request))
+
+    async def _append(
+        self,
+        request: Request,
+        version: int,
+        upload_id: str,
+        fields: ietf.Fields,
+        checksum: tuple[Hasher, bytes] | None,
+        reader: BodyReader,
+    ) -> Response:
+        has_body = ietf.has_content(request.headers, fields)
+        digest: dict[str, str] = {}
+        async with self.tus._locked(upload_id, reader) as (lock, upload):
+            if upload.final:
+                raise p.ERR_MODIFY_FINAL()
+            if upload.finished:
+                return await self._append_to_complete(request, version, upload, fields, has_body)
+            if fields.offset != upload.offset:
+                raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset), Upload_Complete="?0")
+            upload = await self._record_length(upload, fields, version)
+            if has_body:
+                await self._check_fits(upload, fields.content_length, version)
+                result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
+                upload = result.upload
+                if result.error is not None:
+                    raise await self._body_error(result, version)
+            if fields.complete:
+                upload, digest = await self._complete(request, upload, lock)
+        headers = self._answer_headers(upload, version)
+        headers.update(digest)
+        if upload.finished:  # what the creation would have answered, marked as the upload's end (I-24)
+            headers["Location"] = upload_url(request, self.config, upload.id)
+            return Response(status_code=200, headers=headers)
+        return Response(status_code=204, headers=headers)
+
+    async def _append_to_complete(
+        self, request: Request, version: int, upload: Upload, fields: ietf.Fields, has_body: bool
+    ) -> Response:
+        """An append to an upload already complete changes nothing (I-26)."""
+        if version >= 7 and fields.complete and not has_body and fields.offset == upload.offset:
+            # The completing request's response was lost: answer it again.
+            headers = self._answer_headers(upload, version)
+            headers["Location"] = upload_url(request, self.config, upload.id)
+            headers.update(await self._wanted_digest(request, upload))
+            return Response(status_code=200, headers=headers)
+        if version >= 7 and has_body:
+            raise p.ERR_INCONSISTENT_LENGTH("the upload is complete: no more content can be appended", Upload_Complete="?1")
+        raise p.ERR_UPLOAD_COMPLETED(Upload_Complete="?1")
+
+    # -- DELETE: cancellation (I-29) and GET ---------------------------------------
+
+    async def delete(self, request: Request, version: int) -> Response:
+        if version < 7 and any(name in request.headers for name in ("upload-offset", "upload-complete")):
+            raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400
+        response = await self.tus.delete(request)  # under the lock: a running append is asked to stop first
+        response.headers["Upload-Draft-Interop-Version"] = str(version)
+        return response
+
+    async def get(self, request: Request, version: int) -> Response:
+        """The bytes so far (tus-py's download), with the offset fields (a GET may retrieve the offset, -12+)."""
+        upload = await self.tus._load(request.path_params["upload_id"])
+        response = download_response(request, upload, self.tus.data)
+        response.headers.update(self._answer_headers(upload, version))
+        return response
+
+    # -- the rules -----------------------------------------------------------------
+
+    @staticmethod
+    def _announced(fields: ietf.Fields, *, offset: int, known: int | None) -> int | None:
+        """The length this request and earlier ones agree on, or None if none is known (I-04).
+
+        `Upload-Length`, and `Upload-Complete: ?1` with a Content-Length, each give one;
+        they must match each other and whatever was recorded before.
+        """
+        for length in (fields.length, fields.implied_length(offset)):
+            if length is None:
+                continue
+            if known is not None and length != known:
+                raise p.ERR_INCONSISTENT_LENGTH()
+            known = length
+        if known is not None and known < offset:
+            raise p.ERR_INCONSISTENT_LENGTH("the length is below the upload's offset")
+        return known
+
+    async def _record_length(self, upload: Upload, fields: ietf.Fields, version: int) -> Upload:
+        """Record a length an append announces (I-14); it must agree with the one known."""
+        length = self._announced(fields, offset=upload.offset, known=upload.bound)
+        if length is None or upload.bound is not None:
+            return upload
+        if self.config.max_size and length > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+        if version < 7 and fields.length is not None:  # draft -05: the tus length (module doc)
+            upload = await self.tus._declare_length(upload, length)
+            if upload.finished:
+                await self.tus._finished(upload)
+            return upload
+        if not await self.tus.state.expect_length(upload.id, length):
+            raise p.ERR_INCONSISTENT_LENGTH()
+        return upload.replace(expected_length=length)
+
+    def _check_content_fits(self, offset: int, bound: int | None, content_length: int | None) -> None:
+        if content_length is None:
+            return
+        if bound is not None and offset + content_length > bound:
+            raise p.ERR_INCONSISTENT_LENGTH("the content would take the upload past its length")
+        if self.config.max_size and offset + content_length > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+
+    async def _check_fits(self, upload: Upload, content_length: int | None, version: int) -> None:
+        """The offset never passes a known length (I-05): from -08 on, a request that would
+        make it do so also ends the upload, which takes no further requests."""
+        try:
+            self._check_content_fits(upload.offset, upload.bound, content_length)
+        except p.TusError as error:
+            if error.code == p.ERR_INCONSISTENT_LENGTH.code and version >= 7:
+                await self.tus._terminate(upload)
+                raise p.ERR_INCONSISTENT_LENGTH("the content would take the upload past its length: the upload was cancelled") from None
+            raise
+
+    async def _body_error(self, result: BodyResult, version: int, **extra: str) -> p.TusError:
+        """What a body that did not fully arrive, or did not match, is answered with.
+
+        What did arrive is kept (I-17, I-28) unless a Content-Digest was to be checked,
+        which nothing partial can pass (I-33); the upload stays incomplete.
+        """
+        assert result.error is not None
+        error, upload = result.error, result.upload
+        if error.code == p.ERR_CHECKSUM_MISMATCH.code:
+            error = p.ERR_CONTENT_DIGEST_MISMATCH()
+        elif error.code == p.ERR_UPLOAD_SIZE_EXCEEDED.code:  # more content than the length (I-05)
+            if version >= 7:
+                await self.tus._terminate(upload)
+                return p.ERR_INCONSISTENT_LENGTH("the content went past the upload's length: the upload was cancelled", **extra)
+            error = p.ERR_INCONSISTENT_LENGTH("the content went past the upload's length")
+        headers = {**ietf.state_headers(upload, version), **extra}
+        if result.close:
+            headers["Connection"] = "close"
+        return error.with_headers(**headers)
+
+    async def _complete(self, request: Request, upload: Upload, lock: Lock) -> tuple[Upload, dict[str, str]]:
+        """All content arrived with `Upload-Complete: ?1`: check the representation, then
+        complete the upload (I-03, I-13, I-24, I-33). The caller holds the upload's lock.
+
+        Returns the upload and the `Repr-Digest` header asked for, if any.
+        """
+        if upload.bound is not None and upload.offset != upload.bound:
+            raise p.ERR_INCONSISTENT_LENGTH(f"the content ends at {upload.offset}, the upload's length is {upload.bound}")
+        expected = ietf.parse_repr_digest(upload.repr_digest) if upload.repr_digest else {}
+        if upload.repr_digest is None and (sent := ietf.repr_digest(request.headers)) is not None:
+            expected = ietf.parse_repr_digest(sent)
+        want = upload.want_repr_digest or ietf.want_repr_digest(request.headers)
+        algorithms = set(expected) | ({want} if want else set())
+        computed = await self._digest(upload, algorithms) if algorithms else {}
+        if any(computed[name] != digest for name, digest in expected.items()):
+            await self.tus._terminate(upload)  # the upload failed: nothing is processed (I-33)
+            raise p.ERR_REPR_DIGEST_MISMATCH(Upload_Complete="?1")
+        if not lock.valid():
+            raise p.ERR_LOCK_LOST(Connection="close")
+        if upload.length is None:
+            await self.tus.hooks.pre_finish(upload.replace(length=upload.offset, state=FINISHED))  # may refuse
+            if not await self.tus.state.declare_length(upload.id, upload.offset):
+                raise p.ERR_NOT_FOUND()
+            upload = upload.replace(length=upload.offset, state=FINISHED, expires=None)
+            await self.tus._finished(upload)
+        # else a tus upload, which the commit that reached its length finished already.
+        digest = {"Repr-Digest": ietf.format_digests({want: computed[want]})} if want else {}
+        return upload, digest
+
+    async def _wanted_digest(self, request: Request, upload: Upload) -> dict[str, str]:
+        """`Repr-Digest` of a complete upload, when the request asks for it (I-33)."""
+        want = ietf.want_repr_digest(request.headers)
+        if want is None or not upload.finished:
+            return {}
+        computed = await self._digest(upload, {want})
+        return {"Repr-Digest": ietf.format_digests(computed)}
+
+    async def _digest(self, upload: Upload, algorithms: set[str]) -> dict[str, bytes]:
+        """Digests of the stored bytes, read back in chunks and hashed on a worker thread."""
+        hashers = {name: DIGEST_ALGORITHMS[name]() for name in algorithms}
+        loop = asyncio.get_running_loop()
+        async for chunk in self.tus.data.read(upload.id, 0, upload.offset):
+            await loop.run_in_executor(None, _feed, list(hashers.values()), chunk)
+        return {name: hasher.digest() for name, hasher in hashers.items()}
+
+    @staticmethod
+    def _content_digest(request: Request) -> tuple[Hasher, bytes] | None:
+        parsed = ietf.content_digest(request.headers)
+        if parsed is None:
+            return None
+        algorithm, digest = parsed
+        return DIGEST_ALGORITHMS[algorithm](), digest
+
+    def _answer_headers(self, upload: Upload, version: int) -> dict[str, str]:
+        headers = ietf.state_headers(upload, version)
+        headers["Upload-Limit"] = ietf.upload_limit(self.config, version, upload)
+        return headers
+
+    async def _interim(self, request: Request, headers: dict[str, str]) -> None:
+        """A 104, unless turned off: nginx, for one, takes an upstream 1xx for the final
+        response and then waits for the upstream connection to close (see README)."""
+        if self.config.ietf_interim:
+            await ietf.send_interim(request, headers)
+
+    def _progress(self, request: Request, version: int) -> Callable[[Upload], Awaitable[None]]:
+        """Interim 104s with the offset as commits happen while content streams (I-15, I-27)."""
+
+        async def progress(upload: Upload) -> None:
+            await self._interim(request, {"Upload-Offset": str(upload.offset), "Upload-Draft-Interop-Version": str(version)})
+
+        return progress
