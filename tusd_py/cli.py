@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from tusd_py import allocator
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.server import GracefulServer, guarded_protocol
@@ -61,6 +62,7 @@ def main(
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
+    allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
     config = Config(
         host=host,
         port=port,
@@ -96,6 +98,9 @@ def main(
         log_level=log_level,
         timeout_graceful_shutdown=config.shutdown_timeout,
         server_header=False,
+        # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
+        # middleware would let any local client set the scheme, and cost every request a layer.
+        proxy_headers=behind_proxy,
         access_log=log_level == "debug",
         http=guarded_protocol(config.max_header_size, config.network_timeout),
     )

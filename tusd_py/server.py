@@ -1,8 +1,11 @@
-"""Running the app under uvicorn: graceful shutdown, and guards on request heads.
+"""Running the app under uvicorn: graceful shutdown, guards on request heads, lean bodies.
 
 uvicorn with httptools puts no limit on how large a request head may grow, nor
 on how long a client may take to send it, so a slow or hostile client could hold
 a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits.
+
+It also hands request bodies to the app without uvicorn's two extra copies of
+every byte (see `on_body`): tus servers mostly receive bodies.
 """
 
 from __future__ import annotations
@@ -12,7 +15,34 @@ from types import FrameType
 from typing import Any, Callable
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class _BodyChunks:
+    """Body bytes received and not yet taken by the app, as the chunks they came in.
+
+    Stands in for uvicorn's `cycle.body` bytearray: uvicorn appends every chunk to
+    the bytearray (one copy) and hands the app `bytes(bytearray)` (a second copy).
+    Here `bytes()` of a single chunk is that chunk itself, and a few chunks are
+    joined once. uvicorn's `receive()` puts a fresh bytearray back after each take.
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -64,6 +94,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_too_large = True
             self.send_400_response("request head too large")
 
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's on_body (0.30 to 0.54), with the bytearray replaced by `_BodyChunks`.
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        pending = cycle.body
+        if type(pending) is not _BodyChunks:
+            if pending:  # not expected: uvicorn only ever leaves an empty bytearray there
+                super().on_body(body)
+                return
+            pending = cycle.body = _BodyChunks()
+        pending.append(body)
+        if pending.size > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
     def send_400_response(self, msg: str) -> None:
         if not self._head_too_large:
             super().send_400_response(msg)
@@ -114,3 +160,4 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_exit)
+
