@@ -6,12 +6,10 @@ import logging
 from pathlib import Path
 
 import click
-import uvicorn
 
 from tusd_py import allocator
-from tusd_py.app import create_app
 from tusd_py.config import Config
-from tusd_py.server import GracefulServer, guarded_protocol
+from tusd_py.server import serve
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -38,6 +36,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
+@click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -59,9 +58,12 @@ def main(
     lock_wait: float,
     ui: bool,
     remove_parts_after_concat: bool,
+    workers: int,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
+    if workers > 1 and not redis_url:
+        raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
     config = Config(
         host=host,
@@ -86,26 +88,10 @@ def main(
         log_level=log_level,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(config)
-    handler = app.state.tus
-    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}")
+    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
     click.echo(f"  data directory: {config.data_dir.resolve()}")
-    click.echo(f"  state: {handler.state.name}, locks: {handler.locker.name}")
-    uv_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=config.shutdown_timeout,
-        server_header=False,
-        # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
-        # middleware would let any local client set the scheme, and cost every request a layer.
-        proxy_headers=behind_proxy,
-        access_log=log_level == "debug",
-        http=guarded_protocol(config.max_header_size, config.network_timeout),
-    )
-    server = GracefulServer(uv_config, on_exit=handler.shutdown)
-    server.run()
+    click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")
+    serve(config, workers)  # each process builds its own app
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Running the app under uvicorn: graceful shutdown, guards on request heads, lean bodies.
+"""Running the app under uvicorn: graceful shutdown, guards on request heads, lean
+bodies, and several worker processes on one socket (`serve`).
 
 uvicorn with httptools puts no limit on how large a request head may grow, nor
 on how long a client may take to send it, so a slow or hostile client could hold
@@ -11,6 +12,12 @@ every byte (see `on_body`): tus servers mostly receive bodies.
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
 from types import FrameType
 from typing import Any, Callable
 
@@ -161,3 +168,107 @@ class GracefulServer(uvicorn.Server):
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_exit)
 
+
+
+logger = logging.getLogger("tusd_py")
+
+
+def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
+    """The uvicorn settings of a tusd-py process (`config` is a tusd_py.config.Config)."""
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=config.shutdown_timeout,
+        server_header=False,
+        access_log=config.log_level == "debug",
+        # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
+        # middleware would let any local client set the scheme, and cost every request a layer.
+        proxy_headers=config.behind_proxy,
+        http=guarded_protocol(config.max_header_size, config.network_timeout),
+    )
+
+
+def _serve_one(config: Any, sockets: list[socket.socket] | None = None) -> None:
+    """One process: build the app, serve it until SIGINT/SIGTERM, stop gracefully."""
+    from tusd_py.app import create_app  # here, so that each worker process builds its own
+
+    app = create_app(config)
+    handler = app.state.tus
+    GracefulServer(uvicorn_config(app, config), on_exit=handler.shutdown).run(sockets=sockets)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Linux: get SIGTERM when the supervisor dies, even by SIGKILL, so no worker is left behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(config: Any, sock: socket.socket, parent: int) -> None:
+    # Own process group: a Ctrl-C in a terminal reaches the supervisor only, which
+    # passes on one SIGTERM (a second SIGINT would make uvicorn skip the graceful stop).
+    os.setpgrp()
+    _exit_with_parent(parent)
+    from tusd_py import allocator
+
+    allocator.tune()
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _serve_one(config, [sock])
+
+
+def serve(config: Any, workers: int = 1) -> None:
+    """Serve `config` in this process, or in `workers` processes sharing one listening socket.
+
+    The supervisor passes SIGINT/SIGTERM on to every worker as one SIGTERM (each
+    stops gracefully: bodies in progress commit what they have), waits for them,
+    and starts a worker again if one dies while the others serve. State must be
+    shared (Redis): the CLI refuses several workers with the embedded store.
+    """
+    if workers <= 1:
+        _serve_one(config)
+        return
+    sock = uvicorn.Config(app=None, host=config.host, port=config.port).bind_socket()
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker, args=(config, sock, os.getpid()), name="tusd-py-worker")
+        process.start()
+        return process
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(workers)]
+    logger.info("supervisor %s: %s workers: %s", os.getpid(), workers, " ".join(str(p.pid) for p in processes))
+    try:
+        while True:
+            for index, process in enumerate(processes):
+                process.join(timeout=0.2)
+                if process.exitcode is None or stopping:
+                    continue
+                if process.exitcode == 3:  # uvicorn's startup failure: it would fail again
+                    logger.error("worker %s failed to start; stopping", process.pid)
+                    stop(signal.SIGTERM, None)
+                    continue
+                logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
+                time.sleep(0.5)
+                processes[index] = start()
+            if stopping and all(process.exitcode is not None for process in processes):
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
