@@ -18,8 +18,12 @@ from starlette.routing import Route
 from tusd_py import protocol as p
 from tusd_py.config import Config
 from tusd_py.handlers import TusHandler, error_response
+from tusd_py.health import health_routes
+from tusd_py.hooks import build_hooks
 from tusd_py.locks.base import Locker
 from tusd_py.locks.memory import MemoryLocker
+from tusd_py.logs import AccessLogMiddleware
+from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.middleware import TusHeadersMiddleware
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
@@ -48,24 +52,33 @@ EXPOSE_HEADERS = [
 ]
 
 
+OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})  # not counted, not logged
+
+
 def build_handler(config: Config) -> TusHandler:
     state = open_state_store(config)
     data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size)
+    metrics = Metrics()
+    hooks = build_hooks(
+        config, storage=lambda upload_id: {"type": data.name, "path": str(data.path(upload_id).resolve())}, metrics=metrics
+    )
     locker: Locker
     if config.redis_url:
         from tusd_py.locks.redis import RedisLocker
         from tusd_py.state.redis import RedisStateStore
 
         assert isinstance(state, RedisStateStore)
-        locker = RedisLocker(state.client, prefix=config.redis_prefix)
+        # The lock's acquiring script also reads the upload's record: one round trip for both.
+        locker = RedisLocker(state.client, prefix=config.redis_prefix, preload=state.key)
     else:
         locker = MemoryLocker()
-    return TusHandler(config, state, data, locker)
+    return TusHandler(config, state, data, locker, hooks=hooks, metrics=metrics)
 
 
 def create_app(config: Config) -> Starlette:
     handler = build_handler(config)
     sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval, concat=handler.concat)
+    sweeper.on_expired.append(lambda upload_id: handler.metrics.uploads_expired.inc())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,23 +89,29 @@ def create_app(config: Config) -> Starlette:
             handler.shutdown()
             task.cancel()
             await handler.concat.close()
+            await handler.hooks.close()
             await handler.locker.close()
             await handler.state.close()
 
     async def state_unavailable(request: Request, exc: Exception) -> Response:
         logger.error("state store error: %s", exc)
+        request.state.tus_error = p.ERR_STATE_UNAVAILABLE.code
         return error_response(p.ERR_STATE_UNAVAILABLE(Retry_After="1"), method=request.method)
 
     async def storage_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OSError)
         error = handler.storage_error(exc) or p.ERR_STORAGE()
+        request.state.tus_error = error.code
         return error_response(error.with_headers(Retry_After="5"), method=request.method)
 
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
     base = config.base_path
-    routes = [
+    routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
+    if config.expose_metrics:
+        routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
+    routes += [
         Route(base, handler.creation_endpoint, methods=ALL_METHODS),
         Route(base + "{upload_id}", handler.upload_endpoint, methods=ALL_METHODS),
     ]
@@ -100,6 +119,8 @@ def create_app(config: Config) -> Starlette:
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
         routes += ui_routes(config) or [Route("/", greeting)]
     middleware = [
+        Middleware(AccessLogMiddleware, skip=OPS_PATHS),
+        Middleware(MetricsMiddleware, metrics=handler.metrics, skip=OPS_PATHS),
         Middleware(TusHeadersMiddleware),
         Middleware(
             CORSMiddleware,

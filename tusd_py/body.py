@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from tusd_py.protocol import ERR_READ_TIMEOUT, ERR_UPLOAD_INTERRUPTED, TusError
 
@@ -50,21 +50,12 @@ class BodyReader:
         self._arm_timer()
         try:
             while self.error is None:
-                self._receiving = True
-                try:
-                    message = await self._receive()
-                except asyncio.CancelledError:
-                    if not self._cancelled_by_us:
-                        raise
-                    self._cancelled_by_us = False
-                    if self._task is not None:
-                        self._task.uncancel()
+                message = await self._next_message()
+                if message is None:  # our own cancellation: an interrupt, or a tick
                     if self.error is not None:
                         return
-                    yield b""  # a tick: the body stalled
+                    yield b""
                     continue
-                finally:
-                    self._receiving = False
                 if message["type"] == "http.disconnect":
                     self.disconnected = True
                     return
@@ -82,14 +73,37 @@ class BodyReader:
                 if timer is not None:
                     timer.cancel()
 
+    async def _next_message(self) -> Message | None:
+        """The next ASGI message, or None when we cancelled the wait ourselves.
+
+        `_receiving` is true exactly while this awaits `receive()`, so a cancel
+        from `interrupt` or a tick can only ever land there.
+        """
+        self._receiving = True
+        try:
+            return await self._receive()
+        except asyncio.CancelledError:
+            if not self._cancelled_by_us:
+                raise
+            self._cancelled_by_us = False
+            if self._task is not None:
+                self._task.uncancel()
+            return None
+        finally:
+            self._receiving = False
+
+    def _cancel_receive(self) -> None:
+        """Cancel the pending receive(), once: a second cancel would outlive it."""
+        if self._receiving and not self._cancelled_by_us and self._task is not None:
+            self._cancelled_by_us = True
+            self._task.cancel()
+
     def interrupt(self, error: TusError) -> None:
         """Stop reading now; the bytes already yielded stay valid."""
         if self.complete or self.disconnected or self.error is not None:
             return
         self.error = error
-        if self._receiving and self._task is not None:
-            self._cancelled_by_us = True
-            self._task.cancel()
+        self._cancel_receive()
 
     def request_release(self) -> None:
         """Another request wants this upload: cut a stalled body at once, a live one after a grace."""
@@ -116,8 +130,7 @@ class BodyReader:
         if self._idle_timeout > 0 and idle >= self._idle_timeout:
             self.interrupt(ERR_READ_TIMEOUT())
             return
-        if not self._ticked and idle >= self._tick_after and self._receiving and self._task is not None:
+        if not self._ticked and idle >= self._tick_after and self._receiving:
             self._ticked = True
-            self._cancelled_by_us = True
-            self._task.cancel()
+            self._cancel_receive()
         self._arm_timer()

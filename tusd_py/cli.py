@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from tusd_py import allocator
 from tusd_py.config import Config
+from tusd_py.logs import configure_logging
 from tusd_py.server import serve
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -22,6 +26,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--base-path", default="/files/", show_envvar=True, help="URL path of the creation endpoint.")
 @click.option("--dir", "data_dir", default="./data", type=click.Path(path_type=Path), show_envvar=True, help="Where upload data (and the embedded state) is stored.")
 @click.option("--redis-url", default=None, show_envvar=True, help="Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state.")
+@click.option("--redis-timeout", default=2.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds a Redis call may take before the request gets 503 (tried twice).")
 @click.option("--max-size", default=0, type=click.IntRange(min=0), show_envvar=True, help="Largest upload in bytes (0 = no limit).")
 @click.option("--expire-after", default=86400.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds an unfinished upload lives after its last write (0 = never).")
 @click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
@@ -29,11 +34,25 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
 @click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
+@click.option("--max-concat-parts", default=1000, type=click.IntRange(min=1), show_envvar=True, help="Most partial uploads one final upload may list.")
 @click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
 @click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
 @click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
 @click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
 @click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
+@click.option("--hooks-module", default=None, show_envvar=True, help="Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks.")
+@click.option("--hooks-http", default=None, show_envvar=True, help="URL each hook event is POSTed to as JSON.")
+@click.option("--hooks-http-forward-headers", default="", show_envvar=True, help="Comma-separated client request headers copied onto webhook requests.")
+@click.option("--hooks-http-timeout", default=10.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds one webhook attempt may take.")
+@click.option("--hooks-http-retries", default=2, type=click.IntRange(min=0), show_envvar=True, help="Further attempts after a webhook failed.")
+@click.option("--hooks-http-backoff", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds before the first webhook retry; doubles with each.")
+@click.option("--hooks-redis-stream", default=None, show_envvar=True, help="Redis stream that post-create, post-finish and post-terminate events are added to.")
+@click.option("--hooks-redis-url", default=None, show_envvar=True, help="Redis of --hooks-redis-stream (default: --redis-url).")
+@click.option("--hooks-enabled-events", default=",".join(Config.hooks_events), show_envvar=True, help="Comma-separated hook events to send.")
+@click.option("--hooks-timeout", default=30.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds a blocking hook may take in all before the request fails with 504.")
+@click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
+@click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
+@click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
@@ -44,6 +63,7 @@ def main(
     base_path: str,
     data_dir: Path,
     redis_url: str | None,
+    redis_timeout: float,
     max_size: int,
     expire_after: float,
     cors_origins: str,
@@ -51,11 +71,25 @@ def main(
     fsync: bool,
     network_timeout: float,
     max_concurrent_uploads: int,
+    max_concat_parts: int,
     max_metadata_size: int,
     max_metadata_keys: int,
     max_header_size: int,
     sweep_interval: float,
     lock_wait: float,
+    hooks_module: str | None,
+    hooks_http: str | None,
+    hooks_http_forward_headers: str,
+    hooks_http_timeout: float,
+    hooks_http_retries: int,
+    hooks_http_backoff: float,
+    hooks_redis_stream: str | None,
+    hooks_redis_url: str | None,
+    hooks_enabled_events: str,
+    hooks_timeout: float,
+    progress_interval: float,
+    log_format: str,
+    expose_metrics: bool,
     ui: bool,
     remove_parts_after_concat: bool,
     workers: int,
@@ -71,6 +105,7 @@ def main(
         base_path=base_path,
         data_dir=data_dir,
         redis_url=redis_url or None,
+        redis_timeout=redis_timeout,
         max_size=max_size,
         expire_after=expire_after,
         cors_origins=_origins(cors_origins),
@@ -78,16 +113,30 @@ def main(
         fsync=fsync,
         network_timeout=network_timeout,
         max_concurrent_uploads=max_concurrent_uploads,
+        max_concat_parts=max_concat_parts,
         max_metadata_size=max_metadata_size,
         max_metadata_keys=max_metadata_keys,
         max_header_size=max_header_size,
         sweep_interval=sweep_interval,
         lock_wait=lock_wait,
+        hooks_module=hooks_module or None,
+        hooks_http=hooks_http or None,
+        hooks_http_forward_headers=_list(hooks_http_forward_headers),
+        hooks_http_timeout=hooks_http_timeout,
+        hooks_http_retries=hooks_http_retries,
+        hooks_http_backoff=hooks_http_backoff,
+        hooks_redis_stream=hooks_redis_stream or None,
+        hooks_redis_url=hooks_redis_url or None,
+        hooks_events=_list(hooks_enabled_events),
+        hooks_timeout=hooks_timeout,
+        progress_interval=progress_interval,
+        log_format=log_format,
+        expose_metrics=expose_metrics,
         ui=ui,
         remove_parts_after_concat=remove_parts_after_concat,
         log_level=log_level,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
     click.echo(f"  data directory: {config.data_dir.resolve()}")
     click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")

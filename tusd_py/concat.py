@@ -72,6 +72,8 @@ class Concatenator:
         Unknown part: 404; expired part: 410; not a partial upload, or one whose length
         is still deferred: 400; parts adding up to more than max-size: 413.
         """
+        if len(concat.urls) > self.config.max_concat_parts:
+            raise p.ERR_TOO_MANY_PARTS()
         part_ids = [self._part_id(url) for url in concat.urls]
         parts = {part_id: await self._part(part_id) for part_id in dict.fromkeys(part_ids)}
         length = sum(parts[part_id].length or 0 for part_id in part_ids)

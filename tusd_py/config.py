@@ -18,6 +18,7 @@ class Config:
     data_dir: Path = field(default_factory=lambda: Path("./data"))
     redis_url: str | None = None  # None: the embedded SQLite state store
     redis_prefix: str = "tusd-py:"
+    redis_timeout: float = 2.0  # seconds one Redis call may take (connect or read) before it counts as failed (503)
     max_size: int = 0  # bytes; 0 = no limit
     expire_after: float = 86400.0  # seconds an unfinished upload lives after its last write; 0 = never
     sweep_interval: float = 60.0  # how often expired uploads are looked for
@@ -31,9 +32,27 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of request line and headers; 431 above
     max_metadata_size: int = 16 * 1024  # bytes of Upload-Metadata; 400 above
     max_metadata_keys: int = 64
+    max_concat_parts: int = 1000  # partial uploads one final upload may list; 400 above
     max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
+    # Hooks (see hooks/ and docs/hooks.md)
+    hooks_module: str | None = None  # a Python module with functions named after the events
+    hooks_http: str | None = None  # a URL each event is POSTed to as JSON
+    hooks_http_forward_headers: tuple[str, ...] = ()  # client request headers copied onto webhook requests
+    hooks_http_timeout: float = 10.0  # seconds one webhook attempt may take
+    hooks_http_retries: int = 2  # further attempts after a webhook failed (5xx, network error, timeout)
+    hooks_http_backoff: float = 1.0  # seconds before the first retry; doubles with each
+    hooks_redis_stream: str | None = None  # a Redis stream post-* events are added to (XADD)
+    hooks_redis_url: str | None = None  # the Redis of that stream; default: redis_url
+    hooks_events: tuple[str, ...] = (
+        "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
+    )
+    hooks_timeout: float = 30.0  # seconds a blocking hook may take in all (retries included) before 504
+    progress_interval: float = 1.0  # post-receive: at most once per this many seconds per upload
+    # Operations
+    log_format: str = "text"  # or "json": one JSON object per line
+    expose_metrics: bool = True  # serve Prometheus metrics on /metrics
     ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
 
@@ -47,3 +66,5 @@ class Config:
             raise ValueError("max_size must be >= 0")
         if self.expire_after < 0:
             raise ValueError("expire_after must be >= 0")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")

@@ -14,7 +14,7 @@ import errno
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,8 +25,10 @@ from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
-from tusd_py.locks.base import Lock, Locker, LockTimeout
-from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
+from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
+from tusd_py.metrics import Metrics
+from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, StateStore, Upload
 from tusd_py.storage.base import DataStore
 from tusd_py.urls import upload_url
 
@@ -57,11 +59,22 @@ class BodyResult:
 
 
 class TusHandler:
-    def __init__(self, config: Config, state: StateStore, data: DataStore, locker: Locker) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        data: DataStore,
+        locker: Locker,
+        *,
+        hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.state = state
         self.data = data
         self.locker = locker
+        self.hooks = hooks or Hooks()
+        self.metrics = metrics or Metrics()
         self.readers: set[BodyReader] = set()
         self.streaming = 0  # request bodies in progress (see _body_slot)
         self.shutting_down = False
@@ -103,14 +116,25 @@ class TusHandler:
         allow: str,
     ) -> Response:
         handler = handlers.get(method)
+        self.hooks.bind_request(request, method)
         try:
             if handler is None:
                 raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
             if method != "OPTIONS":
                 self._check_version(request, method)
+                await self._authorize(request)
             return await handler(request)
         except p.TusError as error:
+            request.state.tus_error = error.code  # for metrics and the access log
             return error_response(error, method=method)
+
+    async def _authorize(self, request: Request) -> None:
+        """The authorize hook sees every request before anything happens, also before the
+        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go."""
+        if not self.hooks.wants("authorize"):
+            return
+        upload_id = request.path_params.get("upload_id")
+        await self.hooks.authorize(await self._load(upload_id) if upload_id is not None else None)
 
     @staticmethod
     def _check_version(request: Request, method: str) -> None:
@@ -124,10 +148,11 @@ class TusHandler:
 
     # -- helpers -------------------------------------------------------------------
 
-    async def _load(self, upload_id: str) -> Upload:
+    async def _load(self, upload_id: str, lock: Lock | None = None) -> Upload:
+        """The upload's record; under `lock`, pass it (the locker may have read the record already)."""
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()  # checked before any store is asked: ids never reach the disk unchecked
-        upload = await self.state.get(upload_id)
+        upload = await self.state.get(upload_id, lock=lock)
         if upload is None:
             raise p.ERR_NOT_FOUND()
         if upload.state == EXPIRED or (upload.expires is not None and upload.expires <= time.time()):
@@ -144,9 +169,46 @@ class TusHandler:
         if upload.expires is not None and not upload.finished:
             headers["Upload-Expires"] = p.format_http_date(upload.expires)
 
-    def _lock(self, upload_id: str, reader: BodyReader | None = None):  # type: ignore[no-untyped-def]
-        release = reader.request_release if reader is not None else None
-        return self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release)
+    @contextlib.asynccontextmanager
+    async def _lock(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[Lock]:
+        """The upload's lock, for the `async with` body (LockTimeout if busy too long).
+
+        A request holding the lock is asked to let go (as tusd does). With `reader`,
+        this request can in turn be asked to let go while it streams its body.
+        """
+        release = None
+        if reader is not None:
+
+            def release() -> None:
+                self.metrics.lock_exchanges.inc()
+                reader.request_release()
+
+        started = time.monotonic()
+        acquired = False
+        try:
+            async with self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release) as lock:
+                acquired = True
+                self.metrics.lock_wait.observe(time.monotonic() - started)
+                yield lock
+        except LockTimeout:
+            if not acquired:
+                self.metrics.lock_timeouts.inc()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[tuple[Lock, Upload]]:
+        """Hold the upload's lock and read its record under it; 423 if the lock stays busy."""
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                lock = await stack.enter_async_context(self._lock(upload_id, reader))
+            except LockTimeout:
+                raise p.ERR_UPLOAD_LOCKED() from None
+            yield lock, await self._load(upload_id, lock)
+
+    def _reader(self, request: Request) -> BodyReader:
+        return BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
 
     # -- OPTIONS -------------------------------------------------------------------
 
@@ -199,9 +261,18 @@ class TusHandler:
             partial=concat is not None,
             state=FINISHED if length == 0 else "created",
         )
+        proposed = upload.id
+        upload = await self.hooks.pre_create(upload)  # may reject, or change the id and metadata
+        if upload.finished:
+            await self.hooks.pre_finish(upload)
+        # The record first: creating the data file of an id that is taken would truncate it.
+        if not await self.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
         await self.data.create(upload.id)
-        if not await self.state.create(upload):  # an id collision: 128 random bits make it a bug
-            raise RuntimeError("upload id collision")
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
         response_headers = {"Location": upload_url(request, self.config, upload.id)}
         if upload.finished:
             await self._finished(upload)
@@ -210,8 +281,9 @@ class TusHandler:
             upload = result.upload
             response_headers["Upload-Offset"] = str(upload.offset)
             # Interrupted bodies still get 201: the client learns the URL and resumes (CU-03).
-            if result.error is not None and result.error.status in (413, 460, 503, 507):
-                raise result.error.with_headers(**response_headers)
+            error = result.error
+            if error is not None and (error.status in (413, 460, 503, 507) or error.code in HOOK_ERROR_CODES):
+                raise error.with_headers(**response_headers)
         self._expires_header(response_headers, upload)
         return Response(status_code=201, headers=response_headers)
 
@@ -221,7 +293,15 @@ class TusHandler:
         self._check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
+        if self.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
+            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
+            changed = await self.hooks.pre_create(proposal)
+            if changed.id != proposal.id:
+                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+            metadata_header = changed.metadata
         upload = await self.concat.create_final(concat, metadata_header)
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
         # Complete parts are joined now, before the 201 (CC-17); others when they finish.
         if await self.concat.complete(upload.id) is Outcome.FAILED:
             raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
@@ -286,7 +366,10 @@ class TusHandler:
     # -- HEAD ----------------------------------------------------------------------
 
     async def head(self, request: Request) -> Response:
-        upload = await self._load(request.path_params["upload_id"])
+        # Under the lock (asking a running PATCH to let go, as tusd), so the offset
+        # reported is not one that a PATCH still streaming is about to move.
+        async with self._locked(request.path_params["upload_id"]) as (_, upload):
+            pass
         headers = {"Cache-Control": "no-store"}
         if not (upload.final and not upload.finished):  # a final upload has no offset until it is assembled
             headers["Upload-Offset"] = str(upload.offset)
@@ -316,12 +399,8 @@ class TusHandler:
         declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
-        try:
-            with self._body_slot():
-                return await self._append(upload_id, offset, declared, content_length, checksum, reader)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        with self._body_slot():
+            return await self._append(upload_id, offset, declared, content_length, checksum, self._reader(request))
 
     async def _append(
         self,
@@ -332,8 +411,7 @@ class TusHandler:
         checksum: tuple[Hasher, bytes] | None,
         reader: BodyReader,
     ) -> Response:
-        async with self._lock(upload_id, reader) as lock:
-            upload = await self._load(upload_id)
+        async with self._locked(upload_id, reader) as (lock, upload):
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
@@ -360,13 +438,15 @@ class TusHandler:
             raise p.ERR_INVALID_LENGTH_CHANGE()
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
+        if length == upload.offset:  # declaring it completes the upload (DL-08)
+            await self.hooks.pre_finish(upload.replace(length=length, state=FINISHED))
         if not await self.state.declare_length(upload.id, length):
             raise p.ERR_INVALID_LENGTH_CHANGE()
         return upload.replace(length=length)
 
     async def _store_body(self, request: Request, upload: Upload, checksum: tuple[Hasher, bytes] | None) -> BodyResult:
         """creation-with-upload: the POST body goes through the same path as a PATCH."""
-        reader = BodyReader(request.receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
+        reader = self._reader(request)
         try:
             async with self._lock(upload.id, reader) as lock:
                 return await self._write_body(upload, reader, lock, checksum)
@@ -388,8 +468,10 @@ class TusHandler:
         writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
         current = upload
         next_commit = loop.time() + COMMIT_INTERVAL
+        next_progress = loop.time() + self.config.progress_interval if self.hooks.wants(POST_RECEIVE) else None
         overflow = lost = False
         self.readers.add(reader)
+        self.metrics.active_uploads.inc()
         if self.shutting_down:
             reader.interrupt(p.ERR_SERVER_SHUTDOWN())
         try:
@@ -404,11 +486,16 @@ class TusHandler:
                 if writer.error is not None:
                     break
                 if checksum is None and loop.time() >= next_commit:
-                    current = await self._commit(current, await writer.checkpoint())
+                    current = await self._commit(current, await writer.checkpoint(), lock)
                     next_commit = loop.time() + COMMIT_INTERVAL
+                if next_progress is not None and loop.time() >= next_progress:
+                    self.hooks.post_receive(current.replace(offset=writer.position))
+                    next_progress = loop.time() + self.config.progress_interval
         finally:
             self.readers.discard(reader)
+            self.metrics.active_uploads.dec()
             written = await writer.finish()
+            self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
 
         if overflow:
             error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.length is not None else p.ERR_MAX_SIZE_EXCEEDED()
@@ -422,7 +509,14 @@ class TusHandler:
             hasher, expected = checksum
             if hasher.digest() != expected:
                 return BodyResult(current, p.ERR_CHECKSUM_MISMATCH())
-        current = await self._commit(current, written)
+        if upload.length is not None and written == upload.length:
+            try:  # before the commit: a rejected upload does not become finished
+                await self.hooks.pre_finish(current.replace(offset=written, state=FINISHED))
+            except p.TusError as error:
+                return BodyResult(current, error)
+        current = await self._commit(current, written, lock)
+        if written > upload.offset:
+            self.hooks.post_receive(current)
         if current.finished:
             await self._finished(current)
         if writer.error is not None:
@@ -433,13 +527,18 @@ class TusHandler:
             return BodyResult(current, p.ERR_UNEXPECTED_EOF(), close=True)
         return BodyResult(current)
 
-    async def _commit(self, upload: Upload, written: int) -> Upload:
-        """Move the committed offset up to `written` (compare-and-set) and slide the expiry."""
+    async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
+        """Move the committed offset up to `written` (compare-and-set) and slide the expiry.
+
+        The lock's fence goes along: a lease that lapsed, however briefly, commits nothing."""
         if written <= upload.offset:
             return upload
         finished = upload.length is not None and written == upload.length
         expires = self._expiry(finished)
-        stored = await self.state.commit_offset(upload.id, upload.offset, written, expires)
+        try:
+            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence)
+        except LockLost:
+            raise p.ERR_LOCK_LOST(Connection="close") from None
         if stored is None:
             raise p.ERR_NOT_FOUND()
         if stored != written:
@@ -467,22 +566,23 @@ class TusHandler:
         if upload.partial:
             self.concat.part_changed_soon(upload.id)
             return
+        if not await self.state.claim(upload.id, FINISH_ANNOUNCED):
+            return  # announced already: by another request or instance that raced to the end
+        self.metrics.uploads_finished.inc()
+        self.hooks.post_finish(upload)
         for callback in self.on_finish:
             await callback(upload)
 
     # -- DELETE (termination) ------------------------------------------------------
 
     async def delete(self, request: Request) -> Response:
-        upload_id = request.path_params["upload_id"]
-        if not p.is_valid_id(upload_id):
-            raise p.ERR_NOT_FOUND()
-        try:
-            async with self._lock(upload_id):
-                upload = await self._load(upload_id)
-                await self.state.delete(upload.id)
-                await self.data.delete(upload.id)
-        except LockTimeout:
-            raise p.ERR_UPLOAD_LOCKED() from None
+        async with self._locked(request.path_params["upload_id"]) as (_, upload):
+            await self.hooks.pre_terminate(upload)  # may refuse
+            deleted = await self.state.delete(upload.id)
+            await self.data.delete(upload.id)
+        if deleted:  # true for one request only, whatever the instance
+            self.metrics.uploads_terminated.inc()
+            self.hooks.post_terminate(upload)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
         return Response(status_code=204)

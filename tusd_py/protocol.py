@@ -23,6 +23,7 @@ _ID_RE = re.compile(ID_PATTERN)
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")  # int() accepts '+5', '5_0', ' 5' and '٥'
 _METADATA_KEY_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_URL_RE = re.compile(r"[\x21-\x7e]+")
 
 
 class TusError(Exception):
@@ -74,6 +75,7 @@ ERR_INVALID_CHECKSUM = Error(400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checks
 ERR_UNSUPPORTED_CHECKSUM = Error(400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", "unsupported checksum algorithm")
 ERR_CHECKSUM_MISMATCH = Error(460, "ERR_CHECKSUM_MISMATCH", "checksum mismatch")
 ERR_INVALID_CONCAT = Error(400, "ERR_INVALID_CONCAT", "invalid Upload-Concat header")
+ERR_TOO_MANY_PARTS = Error(400, "ERR_TOO_MANY_PARTS", "too many partial uploads in Upload-Concat")
 ERR_UPLOAD_NOT_FINISHED = Error(400, "ERR_UPLOAD_NOT_FINISHED", "one of the partial uploads is not finished")
 ERR_NOT_PARTIAL = Error(400, "ERR_NOT_PARTIAL_UPLOAD", "a listed upload is not a partial upload")
 ERR_UPLOAD_INTERRUPTED = Error(400, "ERR_UPLOAD_INTERRUPTED", "upload has been interrupted by another request for this upload resource")
@@ -95,6 +97,16 @@ ERR_STORAGE_FULL = Error(507, "ERR_STORAGE_FULL", "not enough storage, resume th
 ERR_STORAGE = Error(503, "ERR_STORAGE_UNAVAILABLE", "storage unavailable, resume the upload later")
 ERR_STATE_UNAVAILABLE = Error(503, "ERR_STATE_UNAVAILABLE", "upload state store unavailable, try again")
 ERR_SERVER_SHUTDOWN = Error(503, "ERR_SERVER_SHUTDOWN", "server is shutting down, resume the upload")
+# Hooks (see hooks/). A hook that rejects may answer with its own status (4xx/5xx) and message;
+# the code stays the one below. A hook that fails or times out gives the 5xx rows.
+ERR_UPLOAD_REJECTED = Error(400, "ERR_UPLOAD_REJECTED", "upload rejected by the server's hook")
+ERR_FINISH_REJECTED = Error(400, "ERR_FINISH_REJECTED", "completing the upload was rejected by the server's hook")
+ERR_TERMINATION_REJECTED = Error(400, "ERR_UPLOAD_TERMINATION_REJECTED", "termination rejected by the server's hook")
+ERR_UNAUTHORIZED = Error(401, "ERR_UNAUTHORIZED", "authorization required")
+ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
+ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
+ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
+ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
 
 
 def new_upload_id() -> str:
@@ -191,12 +203,16 @@ def parse_concat(header: str | None) -> Concat | None:
     if value == "partial":
         return Concat(raw=value, partial=True)
     if value.startswith("final;"):
-        urls = tuple(value[len("final;"):].split())
-        if urls:
+        urls = tuple(value[len("final;"):].split(" "))
+        urls = tuple(url for url in urls if url)  # tusd accepts extra spaces after "final;"
+        # Printable ASCII only: the header is echoed back by HEAD, so it must be safe as a header.
+        if urls and all(_URL_RE.fullmatch(url) for url in urls):
             return Concat(raw=value, partial=False, urls=urls)
     raise ERR_INVALID_CONCAT()
 
 
+
+
 def has_forbidden_header_chars(value: str) -> bool:
-    """CR, LF and NUL in a value would let a client inject headers into our responses."""
+    """CR, LF and NUL in a value would let a hook or client inject headers into our responses."""
     return any(ch in value for ch in "\r\n\x00")

@@ -15,8 +15,10 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from types import FrameType
 from typing import Any, Callable
@@ -182,7 +184,8 @@ def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
         log_level=config.log_level,
         timeout_graceful_shutdown=config.shutdown_timeout,
         server_header=False,
-        access_log=config.log_level == "debug",
+        access_log=False,  # logs.AccessLogMiddleware writes one line per request
+        log_config=None,  # logs.configure_logging did it
         # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
         # middleware would let any local client set the scheme, and cost every request a layer.
         proxy_headers=config.behind_proxy,
@@ -217,9 +220,10 @@ def _worker(config: Any, sock: socket.socket, parent: int) -> None:
     os.setpgrp()
     _exit_with_parent(parent)
     from tusd_py import allocator
+    from tusd_py.logs import configure_logging
 
     allocator.tune()
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format)
     _serve_one(config, [sock])
 
 
@@ -234,6 +238,12 @@ def serve(config: Any, workers: int = 1) -> None:
     if workers <= 1:
         _serve_one(config)
         return
+    from tusd_py.metrics import MULTIPROC_ENV
+
+    metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV):  # /metrics of any worker then sums every worker's values
+        metrics_dir = tempfile.mkdtemp(prefix="tusd-py-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
     sock = uvicorn.Config(app=None, host=config.host, port=config.port).bind_socket()
     context = multiprocessing.get_context("spawn")
     stopping = False
@@ -272,3 +282,5 @@ def serve(config: Any, workers: int = 1) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 from tusd_py.concat import Concatenator
 from tusd_py.locks.base import Locker, LockTimeout
@@ -37,6 +38,7 @@ class Sweeper:
         self.interval = interval
         self.concat = concat
         self.removed = 0
+        self.on_expired: list[Callable[[str], None]] = []  # told each upload this instance expired
 
     async def sweep(self) -> int:
         """One pass; returns how many uploads this instance removed."""
@@ -66,6 +68,8 @@ class Sweeper:
         except LockTimeout:
             return False  # being written right now; its expiry moves on with the write
         logger.info("expired upload %s removed", upload_id)
+        for callback in self.on_expired:
+            callback(upload_id)
         if self.concat is not None:
             await self.concat.part_changed(upload_id)  # final uploads waiting on it can never complete
         return True

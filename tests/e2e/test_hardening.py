@@ -212,3 +212,15 @@ def test_path_traversal_table(server, suffix: str) -> None:
         assert b"root:" not in body and b"SQLite" not in body
         assert status < 500
     assert requests.get(victim, timeout=5).content == b"abc"  # nobody else's bytes were touched
+
+
+def test_concat_limits_and_header_safety(make_server) -> None:
+    server = make_server(max_concat_parts=2)
+    parts = [create(server.url, 1, Upload_Concat="partial") for _ in range(3)]
+    response = requests.post(server.url, headers={**TUS, "Upload-Concat": "final;" + " ".join(parts)}, timeout=5)
+    assert response.status_code == 400 and response.text.startswith("ERR_TOO_MANY_PARTS")
+    # Only printable ASCII may come back through HEAD's Upload-Concat.
+    status, _, _ = raw_request(server.port, "POST", "/files/", {**TUS, "Upload-Concat": "final;/files/\x01abc"})
+    assert status == 400
+    response = requests.post(server.url, headers={**TUS, "Upload-Concat": "final;" + " ".join(parts[:2])}, timeout=5)
+    assert response.status_code == 201

@@ -10,10 +10,6 @@ from tusd_py.locks.memory import MemoryLocker
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def test_memory_lock_excludes_and_asks_holder_to_release() -> None:
     locker = MemoryLocker()

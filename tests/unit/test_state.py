@@ -3,34 +3,14 @@ same behaviour runs against a real redis-server in tests/e2e."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import AsyncIterator
 
-import fakeredis
 import pytest
 
 from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
-from tusd_py.state.local import LocalStateStore
-from tusd_py.state.redis import RedisStateStore
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "sqlite-fsync", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "sqlite":  # statements on the event loop
-        state: StateStore = LocalStateStore(tmp_path / "state.sqlite3")
-    elif request.param == "sqlite-fsync":  # statements on the dedicated thread
-        state = LocalStateStore(tmp_path / "state.sqlite3", fsync=True)
-    else:
-        state = RedisStateStore(fakeredis.FakeAsyncRedis(decode_responses=True), prefix="t:")
-    yield state
-    await state.close()
 
 
 def upload(upload_id: str = "u1", **fields: object) -> Upload:

@@ -16,11 +16,6 @@ from tusd_py.state.local import LocalStateStore
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def wal_pages(path: Path) -> int:
     wal = path.with_name(path.name + "-wal")
     return wal.stat().st_size // 4096 if wal.exists() else 0

@@ -7,6 +7,7 @@ tusd does), waits a bounded time, and otherwise fails with `LockTimeout` (423).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import AsyncContextManager, Callable, Protocol
 
 ReleaseRequest = Callable[[], None]
@@ -16,7 +17,27 @@ class LockTimeout(Exception):
     """The lock was not free within the wait."""
 
 
+class LockLost(Exception):
+    """A commit was refused because the committer's lease had run out (see `Fence`)."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of holding a lease in a shared store: the lock is ours while `key` holds `token`.
+
+    A state store living in the same store checks it atomically with a commit, so a
+    holder whose lease lapsed (a long pause, a lost renewal) cannot commit anything,
+    whatever its own clock believes. In-process locks have no fence.
+    """
+
+    key: str
+    token: str
+
+
 class Lock(Protocol):
+    fence: Fence | None  # for the state store's commit; None when mutual exclusion is in-process
+    record: dict[str, str] | None  # the upload's raw state record if the locker read it while acquiring
+
     def valid(self) -> bool:
         """True while the lock is certainly still ours. A holder checks it before each
         write and before committing; a lease that ran out must not commit anything."""
@@ -30,9 +51,10 @@ class Locker(Protocol):
     ) -> AsyncContextManager[Lock]:
         """Hold the upload's lock for the `async with` body.
 
-        `wait` bounds how long to wait (0: fail at once if held). While we hold the
-        lock, another request's wish for it calls `on_release_request`, also when the
-        lock is lost, so the holder stops reading and answers.
+        `wait` bounds how long to wait (0: fail at once if held, and leave the holder
+        alone). While we hold the lock, another request's wish for it calls
+        `on_release_request`, also when the lock is lost, so the holder stops reading
+        and answers.
         """
 
     async def close(self) -> None: ...

@@ -6,10 +6,13 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from tusd_py.locks.base import LockTimeout, ReleaseRequest
+from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
 
 
 class _Held:
+    fence: Fence | None = None  # nothing outside this process can take the lock
+    record: dict[str, str] | None = None
+
     def __init__(self, on_release_request: ReleaseRequest | None) -> None:
         self.on_release_request = on_release_request
         self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -31,11 +34,11 @@ class MemoryLocker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while (holder := self._held.get(upload_id)) is not None:
-            if holder.on_release_request is not None:
-                holder.on_release_request()
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise LockTimeout(upload_id)
+                raise LockTimeout(upload_id)  # wait=0 (the sweeper) leaves the holder alone
+            if holder.on_release_request is not None:
+                holder.on_release_request()
             try:
                 await asyncio.wait_for(asyncio.shield(holder.released), remaining)
             except TimeoutError:

@@ -1,10 +1,22 @@
-"""A Redis lease lock, shared by every instance.
+"""A Redis lease lock, shared by every instance, with lock exchange over pub/sub.
 
 The lock is a key holding a random token, set with NX and a TTL (the lease), and
 renewed at half the TTL while held. Only the holder's token releases it (atomic
 check-and-delete). The holder counts its lease from the moment it *sent* each
 renewal, minus a safety margin, so it stops writing before anyone else could
-acquire the key.
+acquire the key; and its commits carry the lease as a `Fence` that the state
+store checks in the same script, so a holder whose lease lapsed anyway (a long
+pause) cannot commit.
+
+Lock exchange: each instance keeps one pub/sub subscription. A request that
+finds an upload held publishes `release <id>`; the instance holding it calls the
+holder's `on_release_request` (the body reader stops, the bytes so far are
+committed, the lock is released). A release that was asked for publishes
+`released <id>` from the release script itself, which wakes the waiters at once;
+they also poll with backoff, as pub/sub messages can be lost when Redis restarts.
+
+Round trips: acquiring is one script that also reads the upload's state record
+(`preload`), so a PATCH costs acquire+read, commit, release: three.
 """
 
 from __future__ import annotations
@@ -14,41 +26,78 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tusd_py.locks.base import LockTimeout, ReleaseRequest
+from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
 
 logger = logging.getLogger("tusd_py.locks")
 
+# KEYS: lock[, record to read]. ARGV: token, ttl ms. Returns false when held, else the record's fields.
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if KEYS[2] then return redis.call('HGETALL', KEYS[2]) end
+return {}
+"""
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# ARGV: token, channel ('' = nobody asked, publish nothing), message.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+"""
+
+ASK_AGAIN = 1.0  # seconds before a waiter repeats its release request (messages can be lost)
+MAX_POLL = 0.5  # longest sleep between two tries of a waiter that hears nothing
+RENEW_RETRY = 0.5  # seconds before retrying a renewal that failed on a Redis error
 
 
 class RedisLease:
     def __init__(self, key: str, token: str, valid_until: float, on_release_request: ReleaseRequest | None) -> None:
-        self.key = key
-        self.token = token
+        self.fence = Fence(key, token)
         self.valid_until = valid_until  # time.monotonic() deadline
         self.on_release_request = on_release_request
+        self.record: dict[str, str] | None = None
+        self.asked = False  # someone wants the lock: announce its release
         self.renewer: asyncio.Task[None] | None = None
 
     def valid(self) -> bool:
         return time.monotonic() < self.valid_until
 
+    def ask_release(self) -> None:
+        self.asked = True
+        if self.on_release_request is not None:
+            self.on_release_request()
+
 
 class RedisLocker:
     name = "Redis lease"
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "tusd-py:", ttl: float = 8.0, margin: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "tusd-py:",
+        ttl: float = 8.0,
+        margin: float = 2.0,
+        preload: Callable[[str], str] | None = None,
+    ) -> None:
+        """`preload(upload_id)` names a hash to read atomically with acquiring (the state record)."""
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
         self.margin = margin
+        self.preload = preload
+        self.channel = f"{prefix}locks"
+        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._held: dict[str, RedisLease] = {}  # leases held in this instance
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._listener: asyncio.Task[None] | None = None
 
     def key(self, upload_id: str) -> str:
         return f"{self.prefix}lock:{upload_id}"
@@ -57,45 +106,133 @@ class RedisLocker:
     async def hold(
         self, upload_id: str, *, wait: float, on_release_request: ReleaseRequest | None = None
     ) -> AsyncIterator[RedisLease]:
+        self._listen()
         key, token = self.key(upload_id), secrets.token_hex(16)
+        keys = [key] if self.preload is None else [key, self.preload(upload_id)]
         ttl_ms = int(self.ttl * 1000)
-        deadline = time.monotonic() + wait
-        delay = 0.01
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        asked_at: float | None = None
+        poll = 0.02
         while True:
             sent = time.monotonic()
-            if await self.client.set(key, token, nx=True, px=ttl_ms):
+            record = await self._acquire(keys=keys, args=[token, ttl_ms])
+            if record is not None:
                 break
-            if time.monotonic() + delay > deadline:
-                raise LockTimeout(upload_id)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            now = loop.time()
+            if now >= deadline:
+                raise LockTimeout(upload_id)  # wait=0 (the sweeper) never disturbs the holder
+            if asked_at is None or now - asked_at >= ASK_AGAIN:
+                await self._ask_release(upload_id)
+                asked_at = now
+            await self._wait_released(upload_id, min(poll, deadline - now))
+            poll = min(poll * 2, MAX_POLL)
         lease = RedisLease(key, token, sent + self.ttl - self.margin, on_release_request)
+        if self.preload is not None:
+            lease.record = dict(zip(record[::2], record[1::2]))
+        self._held[upload_id] = lease
         lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
         try:
             yield lease
         finally:
             lease.renewer.cancel()
+            if self._held.get(upload_id) is lease:
+                del self._held[upload_id]
             try:
-                await self._release(keys=[key], args=[token])
+                await self._release(
+                    keys=[key], args=[token, self.channel if lease.asked else "", f"released {upload_id}"]
+                )
             except RedisError:
                 logger.warning("could not release the lock of %s; it expires by itself", upload_id)
+            self._wake(upload_id)
+
+    async def _ask_release(self, upload_id: str) -> None:
+        local = self._held.get(upload_id)
+        if local is not None:
+            local.ask_release()
+        else:
+            await self.client.publish(self.channel, f"release {upload_id}")
+
+    async def _wait_released(self, upload_id: str, timeout: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(upload_id, set())
+        waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, max(timeout, 0))
+        except TimeoutError:
+            pass
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(upload_id) is waiters:
+                del self._waiters[upload_id]
+
+    def _wake(self, upload_id: str) -> None:
+        for waiter in self._waiters.get(upload_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_message(self, data: str) -> None:
+        kind, _, upload_id = data.partition(" ")
+        if kind == "release":
+            lease = self._held.get(upload_id)
+            if lease is not None:
+                lease.ask_release()
+        elif kind == "released":
+            self._wake(upload_id)
+
+    def _listen(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._subscription())
+
+    async def _subscription(self) -> None:
+        """One subscription per instance for the whole lifetime; it comes back after Redis does."""
+        delay = 0.1
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        data = message["data"]
+                        self._on_message(data.decode() if isinstance(data, bytes) else data)
+            except (RedisError, OSError) as exc:
+                logger.warning("lock channel lost (%s); subscribing again in %.1fs", exc, delay)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _keep(self, lease: RedisLease, ttl_ms: int) -> None:
         """Renew the lease at half its TTL; tell the holder if it is lost."""
+        pause = self.ttl / 2
         while True:
-            await asyncio.sleep(self.ttl / 2)
+            await asyncio.sleep(pause)
             sent = time.monotonic()
             try:
-                renewed = await self._renew(keys=[lease.key], args=[lease.token, ttl_ms])
+                renewed = await self._renew(keys=[lease.fence.key], args=[lease.fence.token, ttl_ms])
             except RedisError:
                 renewed = None  # unknown: the lease still runs out at valid_until
             if renewed:
                 lease.valid_until = sent + self.ttl - self.margin
+                pause = self.ttl / 2
             elif renewed == 0 or not lease.valid():
                 lease.valid_until = 0.0
                 if lease.on_release_request is not None:
                     lease.on_release_request()
                 return
+            else:
+                pause = RENEW_RETRY
 
     async def close(self) -> None:
-        pass
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._listener = None

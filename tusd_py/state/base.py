@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tusd_py.locks.base import Fence, Lock
 
 # Lifecycle states. "expired" records are tombstones kept so that later requests get 410.
+# created -> uploading (first committed byte) -> finished (offset == length): `commit_offset`;
+# -> expired: `mark_expired`; -> terminated: `delete`, which removes the record (later
+# requests get 404, as tusd), so "terminated" is never stored, only reported to hooks.
 CREATED = "created"
 UPLOADING = "uploading"
 FINISHED = "finished"
 EXPIRED = "expired"
+TERMINATED = "terminated"
+
+# Once-only announcements (see `StateStore.claim`).
+FINISH_ANNOUNCED = "finish-announced"
 
 
 @dataclass
@@ -83,18 +93,35 @@ class StateStore(Protocol):
     async def create(self, upload: Upload) -> bool:
         """Store a new record; False if the id is taken."""
 
-    async def get(self, upload_id: str) -> Upload | None:
-        """The record, including expired tombstones, or None."""
+    async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
+        """The record, including expired tombstones, or None.
 
-    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+        Pass the `lock` just acquired for the upload: a store that shares the
+        locker's backend may take the record the lock read while acquiring.
+        """
+
+    async def commit_offset(
+        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+    ) -> int | None:
         """Move the offset from `expected` to `new` atomically, and set the expiry.
 
         Returns the offset stored afterwards (== new on success), or None when
         the upload is gone. A different value means another writer got there first.
+        With a `fence` (the committer's lease), raises `LockLost` instead of
+        committing when the lease is no longer the committer's, checked atomically.
         """
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
         """Set a deferred length once; False if it was already set or is below the offset."""
+
+    async def claim(self, upload_id: str, event: str) -> bool:
+        """Record that `event` (e.g. FINISH_ANNOUNCED) happened to the upload.
+
+        True for exactly one caller per upload and event, whatever the instance, so
+        post-finish hooks, the stream entry and the finished counter happen once even
+        when the last bytes race. False when claimed before or the upload is gone.
+        A claim lives as long as the record (a new upload reusing the id starts fresh).
+        """
 
     async def delete(self, upload_id: str) -> bool:
         """Forget an upload (termination), and what it waited on if it is a final upload;

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from tusd_py.locks.base import Fence, Lock
 from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, Upload
 
 T = TypeVar("T")
@@ -53,6 +54,12 @@ CREATE TABLE IF NOT EXISTS uploads (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS claims (
+    id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (id, event)
+);
 CREATE INDEX IF NOT EXISTS uploads_pending_finals ON uploads (created) WHERE parts != '' AND state = 'created';
 CREATE TABLE IF NOT EXISTS concat_waiters (
     part TEXT NOT NULL,
@@ -231,14 +238,17 @@ class LocalStateStore:
 
         return await self._run(run)
 
-    async def get(self, upload_id: str) -> Upload | None:
+    async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
         def run(db: sqlite3.Connection) -> Upload | None:
             row = db.execute(f"SELECT {','.join(_COLUMNS)} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None else self._upload(row)
 
         return await self._run(run)
 
-    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
+    async def commit_offset(
+        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+    ) -> int | None:
+        # One process: the in-process locker has no fence, and nothing else can take its locks.
         def run(db: sqlite3.Connection) -> int | None:
             cursor = db.execute(
                 "UPDATE uploads SET offset = ?, expires = ?,"
@@ -259,6 +269,19 @@ class LocalStateStore:
                 "UPDATE uploads SET length = ?, state = CASE WHEN offset = ? THEN ? ELSE state END"
                 " WHERE id = ? AND length IS NULL AND offset <= ?",
                 (length, length, FINISHED, upload_id, length),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def claim(self, upload_id: str, event: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            # One statement, so atomic. A claim names the record's creation time: one left
+            # by an earlier upload with the same id (terminated, then re-created) is replaced.
+            cursor = db.execute(
+                "INSERT INTO claims (id, event, created) SELECT id, ?, created FROM uploads WHERE id = ?"
+                " ON CONFLICT (id, event) DO UPDATE SET created = excluded.created WHERE created != excluded.created",
+                (event, upload_id),
             )
             return cursor.rowcount == 1
 
@@ -294,9 +317,12 @@ class LocalStateStore:
 
     async def forget_tombstones(self, before: float) -> int:
         """Drop expired tombstones older than `before`, so the table does not grow forever."""
-        return await self._run(
-            lambda db: db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
-        )
+        def run(db: sqlite3.Connection) -> int:
+            dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
+            db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
+            return dropped
+
+        return await self._run(run)
 
     async def create_final(self, upload: Upload) -> bool:
         def run(db: sqlite3.Connection) -> bool:

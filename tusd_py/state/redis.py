@@ -16,10 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
+from tusd_py.locks.base import Fence, Lock, LockLost
 from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
+RETRIES = 1  # a call is tried again once after a connection error or timeout
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -28,9 +32,11 @@ if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
 return 1
 """
 
-# ARGV: expected, new, expires ('' = never), id. Returns the stored offset, or -1 if gone.
+# KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id[, lock token].
+# Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no longer the committer's.
 # The offset only moves forward, from exactly `expected`, and never past the length.
 _COMMIT = """
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[5] then return -2 end
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
 if not cur[1] or cur[2] == 'expired' then return -1 end
 if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
@@ -67,6 +73,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+
+# ARGV: the claim's field name. The claim is a field of the upload's hash: it goes with the record.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+"""
 
 # KEYS: upload, finals, waiting:<part> for each distinct part. ARGV: id, created, fields...
 _CREATE_FINAL = """
@@ -130,14 +142,23 @@ class RedisStateStore:
         self._commit = client.register_script(_COMMIT)
         self._declare_length = client.register_script(_DECLARE_LENGTH)
         self._mark_expired = client.register_script(_MARK_EXPIRED)
+        self._claim = client.register_script(_CLAIM)
         self._create_final = client.register_script(_CREATE_FINAL)
         self._finish_final = client.register_script(_FINISH_FINAL)
         self._drop_final = client.register_script(_DROP_FINAL)
         self._delete = client.register_script(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "tusd-py:") -> RedisStateStore:
-        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
+    def from_url(cls, url: str, *, prefix: str = "tusd-py:", timeout: float = 2.0) -> RedisStateStore:
+        """A client whose every call ends within a known time when Redis is down or hung:
+        about (1 + retries) x timeout plus a short backoff, so requests get a prompt 503."""
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
+        )
         return cls(client, prefix=prefix)
 
     def key(self, upload_id: str) -> str:
@@ -149,19 +170,32 @@ class RedisStateStore:
         created = await self._create(keys=[self.key(upload.id), self._expiry_key], args=[upload.id, fields["expires"], *flat])
         return bool(created)
 
-    async def get(self, upload_id: str) -> Upload | None:
-        fields = await self.client.hgetall(self.key(upload_id))
+    async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
+        fields = getattr(lock, "record", None)
+        if fields is not None:  # read by the lock's acquiring script (RedisLocker preload): no round trip
+            lock.record = None  # type: ignore[union-attr]  # a snapshot: good once, right after acquiring
+        else:
+            fields = await self.client.hgetall(self.key(upload_id))
         return Upload.from_fields(fields) if fields else None
 
-    async def commit_offset(self, upload_id: str, expected: int, new: int, expires: float | None) -> int | None:
-        stored = await self._commit(
-            keys=[self.key(upload_id), self._expiry_key],
-            args=[str(expected), str(new), "" if expires is None else repr(expires), upload_id],
-        )
+    async def commit_offset(
+        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+    ) -> int | None:
+        keys = [self.key(upload_id), self._expiry_key]
+        args = [str(expected), str(new), "" if expires is None else repr(expires), upload_id]
+        if fence is not None:
+            keys.append(fence.key)
+            args.append(fence.token)
+        stored = await self._commit(keys=keys, args=args)
+        if stored == -2:
+            raise LockLost(upload_id)
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
         return bool(await self._declare_length(keys=[self.key(upload_id)], args=[str(length)]))
+
+    async def claim(self, upload_id: str, event: str) -> bool:
+        return bool(await self._claim(keys=[self.key(upload_id)], args=[f"claimed:{event}"]))
 
     async def delete(self, upload_id: str) -> bool:
         deleted = await self._delete(

@@ -1,0 +1,160 @@
+"""Many small uploads through nginx against 1 and 3 instances sharing one Redis: prints figures, asserts
+nothing about speed.
+
+    python bench/scale_out.py                        # 2000 x 64 KiB (POST + PATCH), concurrency 64
+    python bench/scale_out.py --count 500 --instances 1,3
+
+For each topology (tests/cluster.py: redis-server with AOF, N tusd-py, nginx round-robin) it prints
+uploads/s, the Redis commands per upload from `INFO commandstats` (commands run inside scripts
+included), and the round trips each request makes to Redis, counted on one sample upload with MONITOR
+(a round trip is a command sent by a client; the commands a script runs inside Redis are not).
+Every upload is checked: 201, then 204 with the full offset, and a sample of stored files is hashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis  # noqa: E402
+
+from bench.rawhttp import Connection  # noqa: E402
+from tests.cluster import Cluster, redis_commands  # noqa: E402
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+NOT_UPLOADS = {"config|resetstat", "info", "hello", "subscribe", "client|setinfo", "ping", "monitor", "select"}
+
+
+async def upload(conn: Connection, body: bytes) -> str:
+    status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
+    assert status == 201, status
+    path = "/files/" + headers["location"].rsplit("/", 1)[1]
+    status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
+    assert status == 204 and headers["upload-offset"] == str(len(body)), (status, headers)
+    return path
+
+
+def many_uploads(port: int, count: int, body: bytes, concurrency: int) -> tuple[float, list[str]]:
+    paths: list[str] = []
+
+    async def worker(queue: asyncio.Queue[int]) -> None:
+        conn = Connection("127.0.0.1", port)
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            paths.append(await upload(conn, body))
+        await conn.close()
+
+    async def run() -> float:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(count):
+            queue.put_nowait(index)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+    return asyncio.run(run()), paths
+
+
+def round_trips(cluster: Cluster, body: bytes) -> dict[str, int]:
+    """Client commands per request of one upload, watched with MONITOR."""
+    client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    seen: list[str] = []
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as monitor:
+            ready.set()
+            for event in monitor.listen():
+                if stop.is_set() and event["command"].startswith("ECHO"):
+                    return
+                if event.get("client_type") != "lua":
+                    seen.append(event["command"])
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    ready.wait(5)
+    counts = {}
+
+    async def one() -> None:
+        conn = Connection("127.0.0.1", cluster.proxy.port)
+        status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
+        time.sleep(0.2)
+        counts["POST"] = len(seen)
+        path = "/files/" + headers["location"].rsplit("/", 1)[1]
+        status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
+        assert status == 204
+        time.sleep(0.2)
+        counts["PATCH"] = len(seen) - counts["POST"]
+        await conn.request("HEAD", path, TUS)
+        time.sleep(0.2)
+        counts["HEAD"] = len(seen) - counts["POST"] - counts["PATCH"]
+        await conn.close()
+
+    asyncio.run(one())
+    stop.set()
+    redis.Redis.from_url(cluster.redis.url).echo("stop")
+    thread.join(5)
+    client.close()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--kib", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--instances", default="1,3")
+    args = parser.parse_args()
+    body = os.urandom(args.kib * 1024)
+    expected = hashlib.sha256(body).hexdigest()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tusd-bench-scale-") as tmp:
+        for instances in [int(n) for n in args.instances.split(",")]:
+            cluster = Cluster(Path(tmp) / f"cluster-{instances}", instances=instances, log_level="warning").start()
+            try:
+                many_uploads(cluster.proxy.port, 50, body, 8)  # warm up: connections, script cache
+                trips = round_trips(cluster, body)
+                admin = redis.Redis.from_url(cluster.redis.url)
+                admin.config_resetstat()
+                elapsed, paths = many_uploads(cluster.proxy.port, args.count, body, args.concurrency)
+                calls = redis_commands(cluster.redis.url)
+                admin.close()
+                assert len(paths) == args.count
+                for path in paths[:: max(1, len(paths) // 50)]:
+                    stored = cluster.data_dir / path.rsplit("/", 1)[1]
+                    assert hashlib.sha256(stored.read_bytes()).hexdigest() == expected, "stored bytes differ"
+            finally:
+                cluster.stop()
+            per_upload = Counter({name: n / args.count for name, n in calls.items() if name not in NOT_UPLOADS})
+            rate = args.count / elapsed
+            total = sum(per_upload.values())
+            detail = ", ".join(f"{name} {n:.2f}" for name, n in per_upload.most_common())
+            print(f"{instances} instance(s): {rate:,.0f} uploads/s; Redis commands per upload {total:.2f} ({detail})")
+            print(f"  round trips to Redis: POST {trips['POST']}, PATCH {trips['PATCH']}, HEAD {trips['HEAD']}", flush=True)
+            rows.append((instances, f"{rate:,.0f}", f"{total:.1f}", f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"))
+    print()
+    print(f"{args.count} uploads of {args.kib} KiB (POST + PATCH), concurrency {args.concurrency}, through nginx:")
+    print()
+    print("| instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD |")
+    print("|---:|---:|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The Redis lock's and state store's scripts, on fakeredis (fast; the e2e tests use redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import pytest
+
+from tusd_py.locks.base import Fence, LockLost, LockTimeout
+from tusd_py.locks.redis import RedisLocker
+from tusd_py.state.base import Upload
+from tusd_py.state.redis import RedisStateStore
+
+
+def stores() -> tuple[RedisStateStore, RedisLocker]:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    state = RedisStateStore(client)
+    return state, RedisLocker(client, preload=state.key)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_acquire_reads_the_record_in_the_same_script() -> None:
+    async def main() -> None:
+        state, locker = stores()
+        await state.create(Upload(id="a" * 32, length=10, offset=0))
+        async with locker.hold("a" * 32, wait=0) as lock:
+            assert lock.record is not None and lock.record["length"] == "10"
+            upload = await state.get("a" * 32, lock=lock)
+            assert upload is not None and upload.length == 10
+            assert lock.record is None  # a snapshot is used once
+        async with locker.hold("b" * 32, wait=0) as lock:
+            assert lock.record == {}
+            assert await state.get("b" * 32, lock=lock) is None
+        await locker.close()
+
+    run(main())
+
+
+def test_commit_is_fenced_by_the_lock_token() -> None:
+    async def main() -> None:
+        state, locker = stores()
+        await state.create(Upload(id="a" * 32, length=10, offset=0))
+        async with locker.hold("a" * 32, wait=0) as lock:
+            assert await state.commit_offset("a" * 32, 0, 4, None, fence=lock.fence) == 4
+            await state.client.set(lock.fence.key, "someone-else")
+            with pytest.raises(LockLost):
+                await state.commit_offset("a" * 32, 4, 8, None, fence=lock.fence)
+            with pytest.raises(LockLost):
+                await state.commit_offset("a" * 32, 4, 8, None, fence=Fence(lock.fence.key, "stale"))
+        assert (await state.get("a" * 32)).offset == 4  # type: ignore[union-attr]
+        assert await state.client.get(locker.key("a" * 32)) == "someone-else"  # not ours to release
+        await locker.close()
+
+    run(main())
+
+
+def test_waiter_asks_the_holder_and_gets_the_lock_when_it_lets_go() -> None:
+    async def main() -> None:
+        _, locker = stores()
+        asked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with locker.hold("a" * 32, wait=0, on_release_request=asked.set):
+                await release.wait()
+
+        task = asyncio.create_task(holder())
+        await asyncio.sleep(0.05)
+        with pytest.raises(LockTimeout):
+            async with locker.hold("a" * 32, wait=0):
+                pass
+        assert not asked.is_set()  # wait=0 (the sweeper) leaves the holder alone
+
+        async def let_go() -> None:
+            await asked.wait()
+            release.set()
+
+        helper = asyncio.create_task(let_go())
+        async with locker.hold("a" * 32, wait=2):
+            assert asked.is_set()
+        await task
+        await helper
+        await locker.close()
+
+    run(main())

@@ -1,0 +1,425 @@
+"""Hooks: the server tells the outside world about uploads, and may be told no.
+
+The handler calls one `Hooks` object at clearly named points (`pre_create`,
+`post_finish`, ...). It turns an upload record and the current request into a
+`HookEvent` and hands it to each configured transport (`module.py`, `http.py`,
+`stream.py`) that takes that event type.
+
+Blocking events (`pre-create`, `pre-finish`, `pre-terminate`, `authorize`) are
+awaited: a transport may reject them (the request is answered with the hook's
+status or the table's default), and `pre-create` may change the id and metadata.
+A transport that fails or takes longer than `timeout` rejects the request with a
+5xx (ERR_HOOK_FAILED 502, ERR_HOOK_TIMEOUT 504); the caller has changed nothing
+yet, and its lock is released as the error unwinds.
+
+Notifications (`post-*`) are queued per transport and delivered in order by one
+background task, so a slow receiver never slows a request; a failing one is
+logged and counted, and the request does not notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from starlette.requests import Request
+
+from tusd_py import protocol as p
+from tusd_py.state.base import Upload
+
+logger = logging.getLogger("tusd_py.hooks")
+
+PRE_CREATE = "pre-create"
+POST_CREATE = "post-create"
+POST_RECEIVE = "post-receive"
+PRE_FINISH = "pre-finish"
+POST_FINISH = "post-finish"
+PRE_TERMINATE = "pre-terminate"
+POST_TERMINATE = "post-terminate"
+AUTHORIZE = "authorize"
+
+EVENTS = (AUTHORIZE, PRE_CREATE, POST_CREATE, POST_RECEIVE, PRE_FINISH, POST_FINISH, PRE_TERMINATE, POST_TERMINATE)
+BLOCKING = frozenset({AUTHORIZE, PRE_CREATE, PRE_FINISH, PRE_TERMINATE})
+
+# What a rejection of each blocking event answers with, unless the hook names its own status.
+_REJECTIONS = {
+    PRE_CREATE: p.ERR_UPLOAD_REJECTED,
+    PRE_FINISH: p.ERR_FINISH_REJECTED,
+    PRE_TERMINATE: p.ERR_TERMINATION_REJECTED,
+    AUTHORIZE: p.ERR_FORBIDDEN,
+}
+# Errors that come from hooks: a POST with a body reports them even though the upload exists.
+HOOK_ERROR_CODES = frozenset(
+    {error.code for error in _REJECTIONS.values()} | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code}
+)
+QUEUE_SIZE = 10_000  # notifications waiting per transport; past it they are dropped (and counted)
+
+
+class HookFailed(Exception):
+    """A transport could not deliver an event or got an unusable answer."""
+
+
+class HookTimeout(HookFailed):
+    """A transport's receiver did not answer in time."""
+
+
+class Reject(Exception):
+    """Raised by a Python hook function to reject: `raise Reject(403, "not your upload")`."""
+
+    def __init__(self, status: int | None = None, message: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message or "rejected")
+        self.response = HookResponse(reject=True, status=status, message=message, headers=dict(headers or {}))
+
+
+@dataclass
+class HookRequest:
+    """The request that caused an event (`None` for events no request caused)."""
+
+    method: str
+    uri: str
+    remote_addr: str
+    headers: dict[str, str]  # every request header, names in lower case
+
+    @classmethod
+    def from_request(cls, request: Request, method: str) -> HookRequest:
+        client = request.client
+        uri = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return cls(
+            method=method,
+            uri=uri,
+            remote_addr=f"{client.host}:{client.port}" if client else "",
+            headers={name: request.headers[name] for name in request.headers.keys()},
+        )
+
+
+@dataclass
+class HookUpload:
+    """An upload as hooks see it: metadata decoded, the data file named."""
+
+    id: str
+    size: int | None  # None while the length is deferred
+    offset: int
+    metadata: dict[str, str]  # values decoded from base64 as UTF-8 (undecodable bytes replaced)
+    is_partial: bool
+    is_final: bool
+    partial_uploads: list[str]
+    state: str  # created, uploading, finished, terminated, expired
+    created: float
+    expires: float | None
+    storage: dict[str, str]  # {"type": "files", "path": "/abs/path/of/the/data"}
+
+    @property
+    def size_is_deferred(self) -> bool:
+        return self.size is None
+
+
+@dataclass
+class HookEvent:
+    type: str
+    upload: HookUpload | None  # None for `authorize` on a creation (POST): no upload exists yet
+    request: HookRequest | None
+
+    def to_dict(self) -> dict[str, Any]:
+        upload = None
+        if self.upload is not None:
+            upload = asdict(self.upload)
+            upload["size_is_deferred"] = self.upload.size_is_deferred
+        return {"type": self.type, "upload": upload, "request": asdict(self.request) if self.request else None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+@dataclass
+class HookResponse:
+    """What a hook answers. Every field is optional; an empty answer lets the request go on.
+
+    `reject` (any blocking event) refuses, with `status` (400..599), `message` and
+    `headers` for the response. `id` and `metadata` (pre-create only) replace the
+    upload's id and metadata.
+    """
+
+    reject: bool = False
+    status: int | None = None
+    message: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> HookResponse | None:
+        """A transport's answer (None, a HookResponse or a dict of the same fields), checked."""
+        if value is None or isinstance(value, HookResponse):
+            return value
+        if not isinstance(value, Mapping):
+            raise HookFailed(f"a hook answered with {type(value).__name__}, not an object")
+        unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata"}
+        if unknown:
+            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(unknown))}")
+        status = value.get("status")
+        if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
+            raise HookFailed("a hook's status must be an integer from 400 to 599")
+        headers = value.get("headers") or {}
+        metadata = value.get("metadata")
+        if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise HookFailed("a hook's headers must map strings to strings")
+        if metadata is not None and (
+            not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            raise HookFailed("a hook's metadata must map strings to strings")
+        for name in ("message", "id"):
+            if value.get(name) is not None and not isinstance(value[name], str):
+                raise HookFailed(f"a hook's {name} must be a string")
+        return cls(
+            reject=bool(value.get("reject", False)),
+            status=status,
+            message=value.get("message"),
+            headers=dict(headers),
+            id=value.get("id"),
+            metadata=dict(metadata) if metadata is not None else None,
+        )
+
+
+class Transport(Protocol):
+    """One way of reaching hooks: a Python module, an HTTP endpoint, a Redis stream."""
+
+    name: str
+
+    def handles(self, event_type: str) -> bool:
+        """Whether this transport wants events of this type."""
+
+    async def deliver(self, event: HookEvent) -> HookResponse | None:
+        """Send one event; raise HookFailed (or HookTimeout) when that is impossible."""
+
+    async def close(self) -> None: ...
+
+
+class HookMetrics(Protocol):
+    def hook_invoked(self, event_type: str, transport: str) -> None: ...
+
+    def hook_failed(self, event_type: str, transport: str) -> None: ...
+
+
+_current_request: contextvars.ContextVar[HookRequest | None] = contextvars.ContextVar("tusd_py_hook_request", default=None)
+
+
+def decode_metadata(header: str | None) -> dict[str, str]:
+    try:
+        parsed = p.parse_metadata(header)
+    except p.TusError:
+        return {}
+    return {key: value.decode("utf-8", "replace") for key, value in parsed.items()}
+
+
+def rejection(event_type: str, response: HookResponse) -> p.TusError:
+    """The error a rejected event answers with: the table's row, with the hook's status if it gave one."""
+    default = _REJECTIONS[event_type]
+    if event_type == AUTHORIZE and response.status == 401:
+        default = p.ERR_UNAUTHORIZED
+    message = " ".join((response.message or default.message).split())[:200] or default.message
+    headers = tuple((name, value) for name, value in response.headers.items() if not p.has_forbidden_header_chars(name + value))
+    return p.TusError(response.status or default.status, default.code, message, headers)
+
+
+class Hooks:
+    """What the handler calls. With no transports every call is a cheap no-op."""
+
+    def __init__(
+        self,
+        transports: Iterable[Transport] = (),
+        *,
+        timeout: float = 30.0,
+        progress_interval: float = 1.0,
+        storage: Callable[[str], dict[str, str]] = lambda upload_id: {},
+        metrics: HookMetrics | None = None,
+    ) -> None:
+        self.transports = list(transports)
+        self.timeout = timeout
+        self.progress_interval = progress_interval
+        self.storage = storage
+        self.metrics = metrics
+        self._wanted = {event: [t for t in self.transports if t.handles(event)] for event in EVENTS}
+        self._queues: dict[str, asyncio.Queue[HookEvent]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._last_progress: dict[str, float] = {}
+
+    def wants(self, event_type: str) -> bool:
+        return bool(self._wanted[event_type])
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.transports)
+
+    # -- the request an event is about ----------------------------------------------
+
+    def bind_request(self, request: Request, method: str) -> None:
+        """Remember the current request for the events it causes (a context variable,
+        so that code deep in the handler and tasks it starts need not pass it along)."""
+        if self.transports:
+            _current_request.set(HookRequest.from_request(request, method))
+
+    def event(self, event_type: str, upload: Upload | None, **changes: object) -> HookEvent:
+        view = None
+        if upload is not None:
+            if changes:
+                upload = upload.replace(**changes)
+            view = HookUpload(
+                id=upload.id,
+                size=upload.length,
+                offset=upload.offset,
+                metadata=decode_metadata(upload.metadata),
+                is_partial=upload.partial,
+                is_final=upload.final,
+                partial_uploads=list(upload.parts),
+                state=upload.state,
+                created=upload.created,
+                expires=upload.expires,
+                storage=self.storage(upload.id),
+            )
+        return HookEvent(event_type, view, _current_request.get())
+
+    # -- blocking events -----------------------------------------------------------
+
+    async def authorize(self, upload: Upload | None) -> None:
+        """Every request but OPTIONS, before anything else happens (for POST: `upload` is None)."""
+        if self._wanted[AUTHORIZE]:
+            await self._blocking(self.event(AUTHORIZE, upload))
+
+    async def pre_create(self, upload: Upload) -> Upload:
+        """May reject the creation, or return the upload with another id or metadata."""
+        if not self._wanted[PRE_CREATE]:
+            return upload
+        response = await self._blocking(self.event(PRE_CREATE, upload))
+        if response.id is not None:
+            if not p.is_valid_id(response.id):
+                self._log_failure(PRE_CREATE, "pre-create", f"invalid id {response.id[:140]!r}")
+                raise p.ERR_HOOK_FAILED("the pre-create hook chose an invalid upload id")
+            upload = upload.replace(id=response.id)
+        if response.metadata is not None:
+            try:
+                encoded = p.encode_metadata({key: value.encode() for key, value in response.metadata.items()})
+                p.parse_metadata(encoded)  # keys must be valid too
+            except p.TusError:
+                self._log_failure(PRE_CREATE, "pre-create", "invalid metadata keys")
+                raise p.ERR_HOOK_FAILED("the pre-create hook answered with invalid metadata") from None
+            upload = upload.replace(metadata=encoded or None)
+        return upload
+
+    async def pre_finish(self, upload: Upload) -> None:
+        """The upload is about to complete (all bytes on disk, not yet committed)."""
+        if self._wanted[PRE_FINISH]:
+            await self._blocking(self.event(PRE_FINISH, upload))
+
+    async def pre_terminate(self, upload: Upload) -> None:
+        if self._wanted[PRE_TERMINATE]:
+            await self._blocking(self.event(PRE_TERMINATE, upload))
+
+    async def _blocking(self, event: HookEvent) -> HookResponse:
+        merged = HookResponse()
+        for transport in self._wanted[event.type]:
+            self._count(event.type, transport.name, failed=False)
+            try:
+                response = HookResponse.parse(await asyncio.wait_for(transport.deliver(event), self.timeout))
+            except (asyncio.TimeoutError, HookTimeout) as exc:
+                self._log_failure(event.type, transport.name, f"no answer in time ({exc or self.timeout})")
+                raise p.ERR_HOOK_TIMEOUT() from None
+            except Reject as exc:
+                response = exc.response
+            except Exception as exc:
+                self._log_failure(event.type, transport.name, repr(exc))
+                raise p.ERR_HOOK_FAILED() from None
+            if response is None:
+                continue
+            if response.reject:
+                raise rejection(event.type, response)
+            if response.id is not None:
+                merged.id = response.id
+            if response.metadata is not None:
+                merged.metadata = response.metadata
+        return merged
+
+    # -- notifications -------------------------------------------------------------
+
+    def post_create(self, upload: Upload) -> None:
+        self._notify(POST_CREATE, upload)
+
+    def post_receive(self, upload: Upload) -> None:
+        """Progress: at most once per `progress_interval` per upload (and once when it completes)."""
+        if not self._wanted[POST_RECEIVE]:
+            return
+        now = time.monotonic()
+        last = self._last_progress.get(upload.id)
+        if upload.finished:
+            self._last_progress.pop(upload.id, None)
+        elif last is not None and now - last < self.progress_interval:
+            return
+        else:
+            if len(self._last_progress) >= QUEUE_SIZE:
+                self._last_progress.clear()
+            self._last_progress[upload.id] = now
+        self._notify(POST_RECEIVE, upload)
+
+    def post_finish(self, upload: Upload) -> None:
+        self._notify(POST_FINISH, upload)
+
+    def post_terminate(self, upload: Upload) -> None:
+        self._notify(POST_TERMINATE, upload, state="terminated")
+
+    def _notify(self, event_type: str, upload: Upload, **changes: object) -> None:
+        transports = self._wanted[event_type]
+        if not transports:
+            return
+        event = self.event(event_type, upload, **changes)
+        for transport in transports:
+            queue = self._queue(transport)
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._log_failure(event_type, transport.name, "queue full, event dropped")
+
+    def _queue(self, transport: Transport) -> asyncio.Queue[HookEvent]:
+        queue = self._queues.get(transport.name)
+        if queue is None:
+            queue = self._queues[transport.name] = asyncio.Queue(QUEUE_SIZE)
+            self._workers.append(asyncio.create_task(self._deliver_all(transport, queue)))
+        return queue
+
+    async def _deliver_all(self, transport: Transport, queue: asyncio.Queue[HookEvent]) -> None:
+        while True:
+            event = await queue.get()
+            self._count(event.type, transport.name, failed=False)
+            try:
+                await asyncio.wait_for(transport.deliver(event), self.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log_failure(event.type, transport.name, repr(exc) if str(exc) else type(exc).__name__)
+            finally:
+                queue.task_done()
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _count(self, event_type: str, transport: str, *, failed: bool) -> None:
+        if self.metrics is not None:
+            (self.metrics.hook_failed if failed else self.metrics.hook_invoked)(event_type, transport)
+
+    def _log_failure(self, event_type: str, transport: str, why: str) -> None:
+        logger.error("%s hook (%s) failed: %s", event_type, transport, why)
+        self._count(event_type, transport, failed=True)
+
+    async def close(self, drain: float = 5.0) -> None:
+        """Deliver what is queued (for at most `drain` seconds), then stop."""
+        if self._queues:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), drain)
+            except asyncio.TimeoutError:
+                logger.warning("hook notifications still queued at shutdown were dropped")
+        for worker in self._workers:
+            worker.cancel()
+        for transport in self.transports:
+            await transport.close()
