@@ -73,6 +73,10 @@ def test_every_worker_serves_and_a_dead_one_is_replaced(workers_server: TusServe
     supervisor = workers_server.proc.pid  # type: ignore[union-attr]
     first, second = wait_for_workers(supervisor, 2)
     upload_round(workers_server, 10)
+    # /metrics of whichever worker answers counts the uploads of both (shared multiprocess files).
+    for _ in range(3):
+        metrics = requests.get(workers_server.base + "/metrics", timeout=10).text
+        assert "tusd_py_uploads_created_total 10.0" in metrics, metrics[:2000]
     # Only `second` is left: it alone serves, while the supervisor starts a replacement.
     os.kill(first, signal.SIGKILL)
     upload_round(workers_server, 5)
