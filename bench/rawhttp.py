@@ -26,7 +26,7 @@ class Connection:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await self.writer.drain()
-        return await read_response(self.reader)
+        return await read_response(self.reader, method)
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -34,42 +34,109 @@ class Connection:
             self.writer = None
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = await reader.readuntil(b"\r\n\r\n")
+async def read_response(reader: asyncio.StreamReader, method: str = "GET") -> tuple[int, dict[str, str]]:
+    status, headers = _parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
+    if method == "HEAD":
+        return status, headers
+    if headers.get("transfer-encoding", "").lower() == "chunked":  # @tus/server answers so
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                return status, headers
+    length = int(headers.get("content-length", "0"))
+    if length:
+        await reader.readexactly(length)
+    return status, headers
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in header_lines:
         if ":" in line:
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    if length:
-        await reader.readexactly(length)
     return int(status_line.split(" ")[1]), headers
+
+
+class FileConnection:
+    """A blocking keep-alive connection whose request bodies are ranges of a file,
+    sent by the kernel (sendfile): the client spends next to no CPU per byte.
+    Blocking calls release the GIL, so one thread per connection runs in parallel."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+        self._buffer = b""
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str], file_path: str | None = None, offset: int = 0, count: int = 0
+    ) -> tuple[int, dict[str, str]]:
+        if self.sock is None:
+            self.sock = socket.create_connection((self.host, self.port))
+            self._buffer = b""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {count}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if count:
+            assert file_path is not None
+            with open(file_path, "rb") as body:
+                sent = 0
+                while sent < count:
+                    done = os.sendfile(self.sock.fileno(), body.fileno(), offset + sent, count - sent)
+                    if done == 0:
+                        raise ConnectionError("sendfile sent nothing")
+                    sent += done
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection before answering")
+            self._buffer += chunk
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status, response_headers = _parse_head(head)
+        if method != "HEAD":
+            if response_headers.get("transfer-encoding", "").lower() == "chunked":  # @tus/server answers so
+                while True:
+                    size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                    self._read_exactly(size + 2)
+                    if size == 0:
+                        break
+            else:
+                self._read_exactly(int(response_headers.get("content-length", "0")))
+        if response_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, response_headers
+
+    def _fill(self) -> None:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection mid-answer")
+        self._buffer += chunk
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            self._fill()
+        line, self._buffer = self._buffer.split(marker, 1)
+        return line
+
+    def _read_exactly(self, count: int) -> bytes:
+        while len(self._buffer) < count:
+            self._fill()
+        data, self._buffer = self._buffer[:count], self._buffer[count:]
+        return data
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def send_file_request(host: str, port: int, method: str, path: str, headers: dict[str, str], file_path: str, offset: int, count: int) -> tuple[int, dict[str, str]]:
-    """One request whose body is `count` bytes of a file, sent by the kernel (blocking)."""
-    with socket.create_connection((host, port)) as sock, open(file_path, "rb") as body:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {count}", "Connection: close"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        sent = 0
-        while sent < count:
-            done = os.sendfile(sock.fileno(), body.fileno(), offset + sent, count - sent)
-            if done == 0:
-                break
-            sent += done
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            response += chunk
-    status_line, *header_lines = response.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    return int(status_line.split(" ")[1]), headers
+    """One request on a new connection whose body is `count` bytes of a file, sent by the kernel."""
+    connection = FileConnection(host, port)
+    try:
+        return connection.request(method, path, {**headers, "Connection": "close"}, file_path, offset, count)
+    finally:
+        connection.close()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import uvicorn
 
-from tusd_py.app import create_app
+from tusd_py import allocator
 from tusd_py.config import Config
 from tusd_py.logs import configure_logging
-from tusd_py.server import GracefulServer, guarded_protocol
+from tusd_py.server import serve
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -58,6 +57,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
 @click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
+@click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 def main(
     host: str,
@@ -96,9 +96,13 @@ def main(
     ietf_draft: bool,
     ietf_interim: bool,
     remove_parts_after_concat: bool,
+    workers: int,
     log_level: str,
 ) -> None:
     """Serve tus 1.0.0 resumable uploads."""
+    if workers > 1 and not redis_url:
+        raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
+    allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
     config = Config(
         host=host,
         port=port,
@@ -139,24 +143,10 @@ def main(
         log_level=log_level,
     )
     configure_logging(log_level, log_format)
-    app = create_app(config)
-    handler = app.state.tus
-    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}")
+    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
     click.echo(f"  data directory: {config.data_dir.resolve()}")
-    click.echo(f"  state: {handler.state.name}, locks: {handler.locker.name}")
-    uv_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=config.shutdown_timeout,
-        server_header=False,
-        access_log=False,  # logs.AccessLogMiddleware writes one line per request
-        log_config=None,  # configure_logging did it
-        http=guarded_protocol(config.max_header_size, config.network_timeout),
-    )
-    server = GracefulServer(uv_config, on_exit=handler.shutdown)
-    server.run()
+    click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")
+    serve(config, workers)  # each process builds its own app
 
 
 if __name__ == "__main__":

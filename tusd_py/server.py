@@ -1,8 +1,12 @@
-"""Running the app under uvicorn: graceful shutdown, guards on request heads, interim responses.
+"""Running the app under uvicorn: graceful shutdown, guards on request heads, lean
+bodies, interim responses, and several worker processes on one socket (`serve`).
 
 uvicorn with httptools puts no limit on how large a request head may grow, nor
 on how long a client may take to send it, so a slow or hostile client could hold
 a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits.
+
+It also hands request bodies to the app without uvicorn's two extra copies of
+every byte (see `on_body`): tus servers mostly receive bodies.
 
 ASGI has no message for a general 1xx interim response (its early-hints extension
 carries only `Link` fields, and uvicorn sends it over HTTP/2 only), and uvicorn's
@@ -18,10 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
 from types import FrameType
 from typing import Any, Callable
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol, RequestResponseCycle
 
 INFORMATIONAL = "http.response.informational"  # the ASGI extension (our own name; ASGI defines none)
@@ -60,6 +73,32 @@ def _send_with_interim(cycle: RequestResponseCycle) -> Callable[[Any], Any]:
         cycle.transport.write(head)
 
     return send_with_interim
+
+
+class _BodyChunks:
+    """Body bytes received and not yet taken by the app, as the chunks they came in.
+
+    Stands in for uvicorn's `cycle.body` bytearray: uvicorn appends every chunk to
+    the bytearray (one copy) and hands the app `bytes(bytearray)` (a second copy).
+    Here `bytes()` of a single chunk is that chunk itself, and a few chunks are
+    joined once. uvicorn's `receive()` puts a fresh bytearray back after each take.
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -110,6 +149,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._awaiting_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._head_too_large = True
             self.send_400_response("request head too large")
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's on_body (0.30 to 0.54), with the bytearray replaced by `_BodyChunks`.
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        pending = cycle.body
+        if type(pending) is not _BodyChunks:
+            if pending:  # not expected: uvicorn only ever leaves an empty bytearray there
+                super().on_body(body)
+                return
+            pending = cycle.body = _BodyChunks()
+        pending.append(body)
+        if pending.size > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def send_400_response(self, msg: str) -> None:
         if not self._head_too_large:
@@ -167,3 +222,118 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_exit)
+
+
+
+logger = logging.getLogger("tusd_py")
+
+
+def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
+    """The uvicorn settings of a tusd-py process (`config` is a tusd_py.config.Config)."""
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=config.shutdown_timeout,
+        server_header=False,
+        access_log=False,  # logs.AccessLogMiddleware writes one line per request
+        log_config=None,  # logs.configure_logging did it
+        # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
+        # middleware would let any local client set the scheme, and cost every request a layer.
+        proxy_headers=config.behind_proxy,
+        http=guarded_protocol(config.max_header_size, config.network_timeout),
+    )
+
+
+def _serve_one(config: Any, sockets: list[socket.socket] | None = None) -> None:
+    """One process: build the app, serve it until SIGINT/SIGTERM, stop gracefully."""
+    from tusd_py.app import create_app  # here, so that each worker process builds its own
+
+    app = create_app(config)
+    handler = app.state.tus
+    GracefulServer(uvicorn_config(app, config), on_exit=handler.shutdown).run(sockets=sockets)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Linux: get SIGTERM when the supervisor dies, even by SIGKILL, so no worker is left behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(config: Any, sock: socket.socket, parent: int) -> None:
+    # Own process group: a Ctrl-C in a terminal reaches the supervisor only, which
+    # passes on one SIGTERM (a second SIGINT would make uvicorn skip the graceful stop).
+    os.setpgrp()
+    _exit_with_parent(parent)
+    from tusd_py import allocator
+    from tusd_py.logs import configure_logging
+
+    allocator.tune()
+    configure_logging(config.log_level, config.log_format)
+    _serve_one(config, [sock])
+
+
+def serve(config: Any, workers: int = 1) -> None:
+    """Serve `config` in this process, or in `workers` processes sharing one listening socket.
+
+    The supervisor passes SIGINT/SIGTERM on to every worker as one SIGTERM (each
+    stops gracefully: bodies in progress commit what they have), waits for them,
+    and starts a worker again if one dies while the others serve. State must be
+    shared (Redis): the CLI refuses several workers with the embedded store.
+    """
+    if workers <= 1:
+        _serve_one(config)
+        return
+    from tusd_py.metrics import MULTIPROC_ENV
+
+    metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV):  # /metrics of any worker then sums every worker's values
+        metrics_dir = tempfile.mkdtemp(prefix="tusd-py-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    sock = uvicorn.Config(app=None, host=config.host, port=config.port).bind_socket()
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker, args=(config, sock, os.getpid()), name="tusd-py-worker")
+        process.start()
+        return process
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(workers)]
+    logger.info("supervisor %s: %s workers: %s", os.getpid(), workers, " ".join(str(p.pid) for p in processes))
+    try:
+        while True:
+            for index, process in enumerate(processes):
+                process.join(timeout=0.2)
+                if process.exitcode is None or stopping:
+                    continue
+                if process.exitcode == 3:  # uvicorn's startup failure: it would fail again
+                    logger.error("worker %s failed to start; stopping", process.pid)
+                    stop(signal.SIGTERM, None)
+                    continue
+                logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
+                time.sleep(0.5)
+                processes[index] = start()
+            if stopping and all(process.exitcode is not None for process in processes):
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -19,10 +19,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite-fsync", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "sqlite":
+    if request.param == "sqlite":  # statements on the event loop
         state: StateStore = LocalStateStore(tmp_path / "state.sqlite3")
+    elif request.param == "sqlite-fsync":  # statements on the dedicated thread
+        state = LocalStateStore(tmp_path / "state.sqlite3", fsync=True)
     else:
         state = RedisStateStore(fakeredis.FakeAsyncRedis(decode_responses=True), prefix="t:")
     yield state

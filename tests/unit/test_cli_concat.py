@@ -25,11 +25,11 @@ class Stop(Exception):
 def test_remove_parts_after_concat_option(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: bool) -> None:
     seen: list[Config] = []
 
-    def fake_create_app(config: Config) -> None:
+    def fake_serve(config: Config, workers: int) -> None:
         seen.append(config)
         raise Stop  # the config is all this test wants: no server starts
 
-    monkeypatch.setattr(cli, "create_app", fake_create_app)
+    monkeypatch.setattr(cli, "serve", fake_serve)
     result = CliRunner().invoke(cli.main, args, env=env)
     assert isinstance(result.exception, Stop), result.output
     assert seen[0].remove_parts_after_concat is expected
