@@ -22,9 +22,8 @@ from tusd_py.health import health_routes
 from tusd_py.hooks import build_hooks
 from tusd_py.locks.base import Locker
 from tusd_py.locks.memory import MemoryLocker
-from tusd_py.logs import AccessLogMiddleware
-from tusd_py.metrics import Metrics, MetricsMiddleware
-from tusd_py.middleware import TusHeadersMiddleware
+from tusd_py.metrics import Metrics
+from tusd_py.middleware import TusMiddleware
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
@@ -121,9 +120,7 @@ def create_app(config: Config) -> Starlette:
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
         routes += ui_routes(config) or [Route("/", greeting)]
     middleware = [
-        Middleware(AccessLogMiddleware, skip=OPS_PATHS),
-        Middleware(MetricsMiddleware, metrics=handler.metrics, skip=OPS_PATHS),
-        Middleware(TusHeadersMiddleware),
+        Middleware(TusMiddleware, metrics=handler.metrics, skip=OPS_PATHS),
         Middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
