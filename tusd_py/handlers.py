@@ -26,6 +26,7 @@ from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
+from tusd_py.headers import index_headers
 from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
 from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
@@ -95,12 +96,14 @@ class TusHandler:
     # -- routing -------------------------------------------------------------------
 
     async def creation_endpoint(self, request: Request) -> Response:
+        index_headers(request)
         method = self._method(request)
         if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
             return await self.ietf.creation_endpoint(request, method, version)
         return await self._dispatch(request, method, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
 
     async def upload_endpoint(self, request: Request) -> Response:
+        index_headers(request)
         method = self._method(request)
         if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
             return await self.ietf.upload_endpoint(request, method, version)
@@ -110,10 +113,12 @@ class TusHandler:
     @staticmethod
     def _method(request: Request) -> str:
         # Browsers and proxies that only allow GET and POST send the real method here (as tusd: POST only).
-        override = request.headers.get("x-http-method-override")
-        if request.method == "POST" and override:
-            return override.strip().upper()
-        return request.method
+        method: str = request.scope["method"]
+        if method == "POST":
+            override = request.headers.get("x-http-method-override")
+            if override:
+                return override.strip().upper()
+        return method
 
     async def _dispatch(
         self,
