@@ -109,13 +109,17 @@ def create_app(config: Config) -> Starlette:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
     base = config.base_path
-    routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
+    ops_routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
     if config.expose_metrics:
-        routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
-    routes += [
+        ops_routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
+    tus_routes = [
         Route(base, handler.creation_endpoint, methods=ALL_METHODS),
         Route(base + "{upload_id}", handler.upload_endpoint, methods=ALL_METHODS),
     ]
+    # Uploads first, so that their requests match at once, unless an upload URL could
+    # shadow an operational one (base path "/": "/healthz" would be an upload id).
+    overlap = base == "/" or base.rstrip("/") in OPS_PATHS
+    routes = ops_routes + tus_routes if overlap else tus_routes + ops_routes
     if base != "/":
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
         routes += ui_routes(config) or [Route("/", greeting)]
