@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,91 +60,20 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
-def main(
-    host: str,
-    port: int,
-    base_path: str,
-    data_dir: Path,
-    redis_url: str | None,
-    redis_timeout: float,
-    max_size: int,
-    expire_after: float,
-    cors_origins: str,
-    behind_proxy: bool,
-    fsync: bool,
-    network_timeout: float,
-    max_concurrent_uploads: int,
-    max_concat_parts: int,
-    max_metadata_size: int,
-    max_metadata_keys: int,
-    max_header_size: int,
-    sweep_interval: float,
-    lock_wait: float,
-    hooks_module: str | None,
-    hooks_http: str | None,
-    hooks_http_forward_headers: str,
-    hooks_http_timeout: float,
-    hooks_http_retries: int,
-    hooks_http_backoff: float,
-    hooks_redis_stream: str | None,
-    hooks_redis_url: str | None,
-    hooks_enabled_events: str,
-    hooks_timeout: float,
-    progress_interval: float,
-    log_format: str,
-    expose_metrics: bool,
-    ui: bool,
-    ietf_draft: bool,
-    ietf_interim: bool,
-    remove_parts_after_concat: bool,
-    workers: int,
-    log_level: str,
-) -> None:
+def main(workers: int, **options: Any) -> None:
     """Serve tus 1.0.0 resumable uploads."""
-    if workers > 1 and not redis_url:
+    if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
-    config = Config(
-        host=host,
-        port=port,
-        base_path=base_path,
-        data_dir=data_dir,
-        redis_url=redis_url or None,
-        redis_timeout=redis_timeout,
-        max_size=max_size,
-        expire_after=expire_after,
-        cors_origins=_origins(cors_origins),
-        behind_proxy=behind_proxy,
-        fsync=fsync,
-        network_timeout=network_timeout,
-        max_concurrent_uploads=max_concurrent_uploads,
-        max_concat_parts=max_concat_parts,
-        max_metadata_size=max_metadata_size,
-        max_metadata_keys=max_metadata_keys,
-        max_header_size=max_header_size,
-        sweep_interval=sweep_interval,
-        lock_wait=lock_wait,
-        hooks_module=hooks_module or None,
-        hooks_http=hooks_http or None,
-        hooks_http_forward_headers=_list(hooks_http_forward_headers),
-        hooks_http_timeout=hooks_http_timeout,
-        hooks_http_retries=hooks_http_retries,
-        hooks_http_backoff=hooks_http_backoff,
-        hooks_redis_stream=hooks_redis_stream or None,
-        hooks_redis_url=hooks_redis_url or None,
-        hooks_events=_list(hooks_enabled_events),
-        hooks_timeout=hooks_timeout,
-        progress_interval=progress_interval,
-        log_format=log_format,
-        expose_metrics=expose_metrics,
-        ui=ui,
-        ietf_draft=ietf_draft,
-        ietf_interim=ietf_interim,
-        remove_parts_after_concat=remove_parts_after_concat,
-        log_level=log_level,
-    )
-    configure_logging(log_level, log_format)
-    click.echo(f"tusd-py serving http://{host}:{port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
+    # Every other option is a Config field of the same name; these few need their shape changed.
+    options["cors_origins"] = _origins(options["cors_origins"])
+    options["hooks_http_forward_headers"] = _list(options["hooks_http_forward_headers"])
+    options["hooks_events"] = _list(options.pop("hooks_enabled_events"))
+    for name in ("redis_url", "hooks_module", "hooks_http", "hooks_redis_stream", "hooks_redis_url"):
+        options[name] = options[name] or None  # an empty TUSD_PY_* variable means unset
+    config = Config(**options)
+    configure_logging(config.log_level, config.log_format)
+    click.echo(f"tusd-py serving http://{config.host}:{config.port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
     click.echo(f"  data directory: {config.data_dir.resolve()}")
     click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")
     serve(config, workers)  # each process builds its own app

@@ -413,3 +413,13 @@ def test_a_holder_whose_lease_was_taken_commits_nothing(cluster: Cluster) -> Non
     finally:
         old.close()
         client.close()
+
+
+def test_tus_js_client_parallel_uploads_through_three_instances(cluster: Cluster, tmp_path: Path) -> None:
+    """tus-js-client's parallelUploads: 4 across the three instances (issue 3): parts written
+    through different instances, the final upload assembled on whichever finished last."""
+    from tests.e2e.test_tus_js_parallel import check_parallel_upload
+
+    check_parallel_upload(cluster.url, tmp_path)
+    patches = [row for row in cluster.proxy.upstream_log() if row[0] == "PATCH"]
+    assert len({instance for _, _, _, instance in patches}) >= 2, patches  # the parts went through several instances
