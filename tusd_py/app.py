@@ -22,9 +22,8 @@ from tusd_py.health import health_routes
 from tusd_py.hooks import build_hooks
 from tusd_py.locks.base import Locker
 from tusd_py.locks.memory import MemoryLocker
-from tusd_py.logs import AccessLogMiddleware
-from tusd_py.metrics import Metrics, MetricsMiddleware
-from tusd_py.middleware import TusHeadersMiddleware
+from tusd_py.metrics import Metrics
+from tusd_py.middleware import TusMiddleware
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
@@ -110,20 +109,22 @@ def create_app(config: Config) -> Starlette:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
     base = config.base_path
-    routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
+    ops_routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
     if config.expose_metrics:
-        routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
-    routes += [
+        ops_routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
+    tus_routes = [
         Route(base, handler.creation_endpoint, methods=ALL_METHODS),
         Route(base + "{upload_id}", handler.upload_endpoint, methods=ALL_METHODS),
     ]
+    # Uploads first, so that their requests match at once, unless an upload URL could
+    # shadow an operational one (base path "/": "/healthz" would be an upload id).
+    overlap = base == "/" or base.rstrip("/") in OPS_PATHS
+    routes = ops_routes + tus_routes if overlap else tus_routes + ops_routes
     if base != "/":
         routes.append(Route(base.rstrip("/"), handler.creation_endpoint, methods=ALL_METHODS))
         routes += ui_routes(config) or [Route("/", greeting)]
     middleware = [
-        Middleware(AccessLogMiddleware, skip=OPS_PATHS),
-        Middleware(MetricsMiddleware, metrics=handler.metrics, skip=OPS_PATHS),
-        Middleware(TusHeadersMiddleware),
+        Middleware(TusMiddleware, metrics=handler.metrics, skip=OPS_PATHS),
         Middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),

@@ -26,6 +26,7 @@ from tusd_py.checksum import ALGORITHMS, Hasher, new_hasher
 from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
+from tusd_py.headers import index_headers
 from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
 from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
@@ -95,12 +96,14 @@ class TusHandler:
     # -- routing -------------------------------------------------------------------
 
     async def creation_endpoint(self, request: Request) -> Response:
+        index_headers(request)
         method = self._method(request)
         if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
             return await self.ietf.creation_endpoint(request, method, version)
         return await self._dispatch(request, method, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
 
     async def upload_endpoint(self, request: Request) -> Response:
+        index_headers(request)
         method = self._method(request)
         if self.ietf is not None and (version := ietf.interop_version(request.headers)) is not None:
             return await self.ietf.upload_endpoint(request, method, version)
@@ -110,10 +113,12 @@ class TusHandler:
     @staticmethod
     def _method(request: Request) -> str:
         # Browsers and proxies that only allow GET and POST send the real method here (as tusd: POST only).
-        override = request.headers.get("x-http-method-override")
-        if request.method == "POST" and override:
-            return override.strip().upper()
-        return request.method
+        method: str = request.scope["method"]
+        if method == "POST":
+            override = request.headers.get("x-http-method-override")
+            if override:
+                return override.strip().upper()
+        return method
 
     async def _dispatch(
         self,
@@ -536,7 +541,8 @@ class TusHandler:
         if written > upload.offset:
             self.hooks.post_receive(current)
         if current.finished:
-            await self._finished(current)
+            # A commit of this call finished it, and took the claim with it (`_commit`).
+            await self._finished(current, claimed=not upload.finished)
         if writer.error is not None:
             return BodyResult(current, self.storage_error(writer.error), close=not reader.complete)
         if reader.error is not None:
@@ -553,8 +559,9 @@ class TusHandler:
             return upload
         finished = upload.length is not None and written == upload.length
         expires = self._expiry(finished)
+        claim = FINISH_ANNOUNCED if finished and not upload.partial else None  # `_finished` needs no round trip
         try:
-            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence)
+            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence, claim=claim)
         except LockLost:
             raise p.ERR_LOCK_LOST(Connection="close") from None
         if stored is None:
@@ -573,18 +580,19 @@ class TusHandler:
             return p.ERR_STORAGE_FULL(Retry_After="5")
         return p.ERR_STORAGE(Retry_After="5")
 
-    async def _finished(self, upload: Upload) -> None:
+    async def _finished(self, upload: Upload, *, claimed: bool = False) -> None:
         """The upload just became complete: trim scratch bytes, then tell whoever listens.
 
         A partial upload is no finished file (CC-07): only final uploads waiting on it
-        hear of it, once our caller has let go of its lock.
+        hear of it, once our caller has let go of its lock. `claimed`: the commit that
+        finished the upload recorded the FINISH_ANNOUNCED claim already.
         """
         if upload.length is not None:
             await self.data.finish(upload.id, upload.length)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)
             return
-        if not await self.state.claim(upload.id, FINISH_ANNOUNCED):
+        if not claimed and not await self.state.claim(upload.id, FINISH_ANNOUNCED):
             return  # announced already: by another request or instance that raced to the end
         self.metrics.uploads_finished.inc()
         self.hooks.post_finish(upload)

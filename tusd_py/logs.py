@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 access_logger = logging.getLogger("tusd_py.access")
 
@@ -61,54 +60,19 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
         logger.propagate = True
 
 
-class AccessLogMiddleware:
+def log_request(scope: Scope, status: int, bytes_in: int, bytes_out: int, location: str, duration: float) -> None:
     """One log line per request: method, path, status, upload id, bytes in and out, duration."""
-
-    def __init__(self, app: ASGIApp, skip: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.skip = skip
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.skip:
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        status = 500
-        bytes_in = bytes_out = 0
-        location = ""
-
-        async def counting_receive() -> Message:
-            nonlocal bytes_in
-            message = await receive()
-            if message["type"] == "http.request":
-                bytes_in += len(message.get("body", b""))
-            return message
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status, bytes_out, location
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"location":
-                        location = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                bytes_out += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        finally:
-            upload_id = scope.get("path_params", {}).get("upload_id") or location.rstrip("/").rsplit("/", 1)[-1]
-            client = scope.get("client")
-            fields = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "upload_id": upload_id,
-                "bytes_in": bytes_in,
-                "bytes_out": bytes_out,
-                "duration_ms": round((time.monotonic() - started) * 1000, 3),
-                "remote_addr": f"{client[0]}:{client[1]}" if client else "",
-                "error": scope.get("state", {}).get("tus_error", ""),
-            }
-            access_logger.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
+    upload_id = scope.get("path_params", {}).get("upload_id") or location.rstrip("/").rsplit("/", 1)[-1]
+    client = scope.get("client")
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "upload_id": upload_id,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": round(duration * 1000, 3),
+        "remote_addr": f"{client[0]}:{client[1]}" if client else "",
+        "error": scope.get("state", {}).get("tus_error", ""),
+    }
+    access_logger.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})

@@ -11,13 +11,12 @@ every value in files there, and `/metrics` on any worker sums them all
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -58,6 +57,18 @@ class Metrics:
     def hook_failed(self, event_type: str, transport: str) -> None:
         self.hook_failures.labels(event_type, transport).inc()
 
+    # -- requests (see middleware.TusMiddleware) -----------------------------------
+
+    def count(self, scope: Scope, status: int, duration: float) -> None:
+        """Counts an answered request (method, status, error code); times PATCHes."""
+        method = request_method(scope)
+        self.requests.labels(method, str(status)).inc()
+        if status >= 400:
+            code = scope.get("state", {}).get("tus_error", "")
+            self.errors.labels(str(status), code).inc()
+        if method == "PATCH":
+            self.patch_duration.observe(duration)
+
     # -- exposition ----------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -69,43 +80,6 @@ class Metrics:
 
     async def endpoint(self, request: Request) -> Response:
         return Response(self.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-class MetricsMiddleware:
-    """Counts every answered request (method, status, error code) and times PATCHes.
-
-    The error code is what the handler left in `request.state.tus_error`. Requests
-    for the operational endpoints (`skip`) are not counted.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, skip: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.skip = skip
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.skip:
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            method = request_method(scope)
-            self.metrics.requests.labels(method, str(status)).inc()
-            if status >= 400:
-                code = scope.get("state", {}).get("tus_error", "")
-                self.metrics.errors.labels(str(status), code).inc()
-            if method == "PATCH":
-                self.metrics.patch_duration.observe(time.monotonic() - started)
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"})

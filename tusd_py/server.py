@@ -237,7 +237,7 @@ def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
         log_level=config.log_level,
         timeout_graceful_shutdown=config.shutdown_timeout,
         server_header=False,
-        access_log=False,  # logs.AccessLogMiddleware writes one line per request
+        access_log=False,  # middleware.TusMiddleware writes one line per request
         log_config=None,  # logs.configure_logging did it
         # X-Forwarded-* count only with --behind-proxy (urls.py); otherwise uvicorn's proxy
         # middleware would let any local client set the scheme, and cost every request a layer.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tusd_py.state.base import EXPIRED, FINISHED, StateStore, Upload
+from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, StateStore, Upload
 from tusd_py.state.local import LocalStateStore
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +45,39 @@ async def test_commit_is_compare_and_set(store: StateStore) -> None:
     record = await store.get("u1")
     assert record is not None and record.state == FINISHED and record.expires is None
     assert await store.commit_offset("missing", 0, 1, None) is None
+
+
+async def test_a_commit_that_finishes_the_upload_takes_the_claim(store: StateStore) -> None:
+    await store.create(upload("u1"))
+    await store.create(upload("u2"))
+    assert await store.commit_offset("u1", 0, 4, 2000.0, claim=FINISH_ANNOUNCED) == 4  # not finished: no claim
+    assert await store.commit_offset("u2", 0, 10, None, claim=FINISH_ANNOUNCED) == 10
+    assert await store.claim("u1", FINISH_ANNOUNCED)
+    assert not await store.claim("u2", FINISH_ANNOUNCED)  # the finishing commit took it
+    await store.create(upload("u3"))
+    assert await store.commit_offset("u3", 0, 10, None) == 10  # without `claim`, none is taken
+    assert await store.claim("u3", FINISH_ANNOUNCED)
+
+
+async def test_the_first_read_after_creation_sees_every_write(store: StateStore) -> None:
+    # Each write right after the creation, then the first read (the local store keeps new records for it).
+    await store.create(upload("a", length=None))
+    assert await store.declare_length("a", 7)
+    assert (record := await store.get("a")) is not None and record.length == 7
+    await store.create(upload("b", length=None))
+    assert await store.expect_length("b", 9)
+    assert (record := await store.get("b")) is not None and record.expected_length == 9
+    await store.create(upload("c"))
+    assert await store.commit_offset("c", 0, 3, 2000.0) == 3
+    assert (record := await store.get("c")) is not None and record.offset == 3
+    await store.create(upload("d", expires=100.0))
+    assert await store.mark_expired("d", 500.0)
+    assert (record := await store.get("d")) is not None and record.state == EXPIRED
+    await store.create(upload("e"))
+    assert await store.delete("e")
+    assert await store.get("e") is None
+    await store.create(upload("f"))
+    assert await store.get("f") == await store.get("f") == upload("f")  # first read and a database read agree
 
 
 async def test_declare_length_once_and_not_below_offset(store: StateStore) -> None:

@@ -118,7 +118,14 @@ class StateStore(Protocol):
         """
 
     async def commit_offset(
-        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+        self,
+        upload_id: str,
+        expected: int,
+        new: int,
+        expires: float | None,
+        *,
+        fence: Fence | None = None,
+        claim: str | None = None,
     ) -> int | None:
         """Move the offset from `expected` to `new` atomically, and set the expiry.
 
@@ -126,6 +133,9 @@ class StateStore(Protocol):
         the upload is gone. A different value means another writer got there first.
         With a `fence` (the committer's lease), raises `LockLost` instead of
         committing when the lease is no longer the committer's, checked atomically.
+        With `claim`, a commit that finishes the upload also records that claim
+        (see `claim`) in the same step: only one commit can finish an upload, so
+        its caller owns the claim, without another round trip to the store.
         """
 
     async def declare_length(self, upload_id: str, length: int) -> bool:

@@ -14,6 +14,11 @@ The database shares its disk with the uploads. So that a full disk cannot stop
 the bytes already written from being committed, a small reserve file is kept
 beside it and given up when SQLite reports the disk full. Database errors leave
 as OSError (ENOSPC, EROFS, EIO), like the data store's.
+
+The record of an upload just created is kept in memory for the first read that
+follows (the PATCH after a POST: one statement less per small upload). Every
+write of that upload drops it first, and this store is the database's only
+writer (one process), so that read sees what a SELECT would.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ _COLUMNS = (
     "id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state",
     "expected_length", "repr_digest", "want_repr_digest",
 )  # fmt: skip
+_INSERT = f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
+FRESH_MAX = 1024  # records of uploads just created kept for their first read (module docstring)
 # Columns added after the first release, with their types: ALTER TABLE adds them to older databases.
 _ADDED_COLUMNS = {"expected_length": "INTEGER", "repr_digest": "TEXT", "want_repr_digest": "TEXT"}
 _SCHEMA = """
@@ -106,6 +113,7 @@ class LocalStateStore:
         self._writes = 0  # since the last checkpoint was started
         self._checkpoint: asyncio.Future[None] | None = None
         self._checkpoint_db: sqlite3.Connection | None = None  # the dedicated thread's own
+        self._fresh: dict[str, tuple[Any, ...]] = {}  # rows of uploads just created, until first read
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,14 +257,27 @@ class LocalStateStore:
         )
 
     async def create(self, upload: Upload) -> bool:
-        def run(db: sqlite3.Connection) -> bool:
-            placeholders = ",".join("?" * len(_COLUMNS))
-            cursor = db.execute(f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({placeholders})", self._row(upload))
-            return cursor.rowcount == 1
+        row = self._row(upload)
 
-        return await self._run(run)
+        def run(db: sqlite3.Connection) -> bool:
+            return db.execute(_INSERT, row).rowcount == 1
+
+        created = await self._run(run)
+        if created:
+            if len(self._fresh) >= FRESH_MAX:  # created and never read: forget them all
+                self._fresh.clear()
+            self._fresh[upload.id] = row
+        return created
+
+    def _written(self, upload_id: str) -> None:
+        """Called before every write of an upload's record: its fresh copy is stale now."""
+        self._fresh.pop(upload_id, None)
 
     async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
+        fresh = self._fresh.pop(upload_id, None)
+        if fresh is not None:
+            return self._upload(fresh)
+
         def run(db: sqlite3.Connection) -> Upload | None:
             row = db.execute(f"SELECT {','.join(_COLUMNS)} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None else self._upload(row)
@@ -264,17 +285,28 @@ class LocalStateStore:
         return await self._run(run)
 
     async def commit_offset(
-        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+        self,
+        upload_id: str,
+        expected: int,
+        new: int,
+        expires: float | None,
+        *,
+        fence: Fence | None = None,
+        claim: str | None = None,
     ) -> int | None:
+        self._written(upload_id)
         # One process: the in-process locker has no fence, and nothing else can take its locks.
         def run(db: sqlite3.Connection) -> int | None:
-            cursor = db.execute(
+            rows = db.execute(
                 "UPDATE uploads SET offset = ?, expires = ?,"
                 " state = CASE WHEN length = ? THEN ? ELSE ? END"
-                " WHERE id = ? AND offset = ? AND state != ? AND ? >= offset AND (length IS NULL OR ? <= length)",
+                " WHERE id = ? AND offset = ? AND state != ? AND ? >= offset AND (length IS NULL OR ? <= length)"
+                " RETURNING state",
                 (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED, new, new),
-            )
-            if cursor.rowcount == 1:
+            ).fetchall()  # all: the statement (and its write) only ends when stepped to the end
+            if rows:
+                if claim is not None and rows[0][0] == FINISHED:
+                    self._claim(db, upload_id, claim)  # no await in between: nothing else runs
                 return new
             row = db.execute("SELECT offset, state FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None or row[1] == EXPIRED else int(row[0])
@@ -282,6 +314,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
+        self._written(upload_id)
         def run(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "UPDATE uploads SET length = ?, state = CASE WHEN offset = ? THEN ? ELSE state END,"
@@ -294,6 +327,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def expect_length(self, upload_id: str, length: int) -> bool:
+        self._written(upload_id)
         def run(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "UPDATE uploads SET expected_length = ?"
@@ -305,19 +339,21 @@ class LocalStateStore:
         return await self._run(run)
 
     async def claim(self, upload_id: str, event: str) -> bool:
-        def run(db: sqlite3.Connection) -> bool:
-            # One statement, so atomic. A claim names the record's creation time: one left
-            # by an earlier upload with the same id (terminated, then re-created) is replaced.
-            cursor = db.execute(
-                "INSERT INTO claims (id, event, created) SELECT id, ?, created FROM uploads WHERE id = ?"
-                " ON CONFLICT (id, event) DO UPDATE SET created = excluded.created WHERE created != excluded.created",
-                (event, upload_id),
-            )
-            return cursor.rowcount == 1
+        return await self._run(lambda db: self._claim(db, upload_id, event))
 
-        return await self._run(run)
+    @staticmethod
+    def _claim(db: sqlite3.Connection, upload_id: str, event: str) -> bool:
+        # One statement, so atomic. A claim names the record's creation time: one left
+        # by an earlier upload with the same id (terminated, then re-created) is replaced.
+        cursor = db.execute(
+            "INSERT INTO claims (id, event, created) SELECT id, ?, created FROM uploads WHERE id = ?"
+            " ON CONFLICT (id, event) DO UPDATE SET created = excluded.created WHERE created != excluded.created",
+            (event, upload_id),
+        )
+        return cursor.rowcount == 1
 
     async def delete(self, upload_id: str) -> bool:
+        self._written(upload_id)
         def run(db: sqlite3.Connection) -> bool:
             with _transaction(db):
                 db.execute("DELETE FROM concat_waiters WHERE final = ?", (upload_id,))
@@ -336,6 +372,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def mark_expired(self, upload_id: str, now: float) -> bool:
+        self._written(upload_id)
         def run(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "UPDATE uploads SET state = ? WHERE id = ? AND expires IS NOT NULL AND expires <= ? AND state != ?",
@@ -346,6 +383,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def forget_tombstones(self, before: float) -> int:
+        self._fresh.clear()
         """Drop expired tombstones older than `before`, so the table does not grow forever."""
         def run(db: sqlite3.Connection) -> int:
             dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
@@ -356,9 +394,8 @@ class LocalStateStore:
 
     async def create_final(self, upload: Upload) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            placeholders = ",".join("?" * len(_COLUMNS))
             with _transaction(db):  # one transaction: the record and its waits exist together or not at all
-                cursor = db.execute(f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({placeholders})", self._row(upload))
+                cursor = db.execute(_INSERT, self._row(upload))
                 if cursor.rowcount != 1:
                     return False
                 db.executemany(
@@ -385,6 +422,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def finish_final(self, final_id: str) -> bool:
+        self._written(final_id)
         def run(db: sqlite3.Connection) -> bool:
             with _transaction(db):
                 cursor = db.execute(
@@ -400,6 +438,7 @@ class LocalStateStore:
         return await self._run(run)
 
     async def drop_final(self, final_id: str, now: float) -> bool:
+        self._written(final_id)
         def run(db: sqlite3.Connection) -> bool:
             with _transaction(db):
                 db.execute("DELETE FROM concat_waiters WHERE final = ?", (final_id,))

@@ -32,11 +32,13 @@ if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
 return 1
 """
 
-# KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id[, lock token].
-# Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no longer the committer's.
-# The offset only moves forward, from exactly `expected`, and never past the length.
+# KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id,
+# claim field ('' = none)[, lock token]. Returns the stored offset, -1 if gone, -2 if the
+# lock (the fence) is no longer the committer's. The offset only moves forward, from
+# exactly `expected`, and never past the length. A commit that finishes the upload
+# also records the claim (one round trip for both, see StateStore.commit_offset).
 _COMMIT = """
-if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[5] then return -2 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[6] then return -2 end
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length')
 if not cur[1] or cur[2] == 'expired' then return -1 end
 if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
@@ -45,6 +47,7 @@ if new < tonumber(cur[1]) or (cur[3] ~= '' and new > tonumber(cur[3])) then retu
 local state = 'uploading'
 if cur[3] == ARGV[2] then state = 'finished' end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
+if state == 'finished' and ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], ARGV[5], '1') end
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[4]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
 return tonumber(ARGV[2])
 """
@@ -142,6 +145,10 @@ return redis.call('DEL', KEYS[1])
 """
 
 
+def _claim_field(event: str) -> str:
+    return f"claimed:{event}"
+
+
 class RedisStateStore:
     name = "Redis"
 
@@ -193,10 +200,17 @@ class RedisStateStore:
         return Upload.from_fields(fields) if fields else None
 
     async def commit_offset(
-        self, upload_id: str, expected: int, new: int, expires: float | None, *, fence: Fence | None = None
+        self,
+        upload_id: str,
+        expected: int,
+        new: int,
+        expires: float | None,
+        *,
+        fence: Fence | None = None,
+        claim: str | None = None,
     ) -> int | None:
         keys = [self.key(upload_id), self._expiry_key]
-        args = [str(expected), str(new), "" if expires is None else repr(expires), upload_id]
+        args = [str(expected), str(new), "" if expires is None else repr(expires), upload_id, _claim_field(claim) if claim else ""]
         if fence is not None:
             keys.append(fence.key)
             args.append(fence.token)
@@ -213,7 +227,7 @@ class RedisStateStore:
         return bool(await self._expect_length(keys=[self.key(upload_id)], args=[str(length)]))
 
     async def claim(self, upload_id: str, event: str) -> bool:
-        return bool(await self._claim(keys=[self.key(upload_id)], args=[f"claimed:{event}"]))
+        return bool(await self._claim(keys=[self.key(upload_id)], args=[_claim_field(event)]))
 
     async def delete(self, upload_id: str) -> bool:
         deleted = await self._delete(
