@@ -273,18 +273,7 @@ class TusHandler:
             partial=concat is not None,
             state=FINISHED if length == 0 else "created",
         )
-        proposed = upload.id
-        upload = await self.hooks.pre_create(upload)  # may reject, or change the id and metadata
-        if upload.finished:
-            await self.hooks.pre_finish(upload)
-        # The record first: creating the data file of an id that is taken would truncate it.
-        if not await self.state.create(upload):
-            if upload.id != proposed:
-                raise p.ERR_ID_TAKEN()
-            raise RuntimeError("upload id collision")  # 128 random bits: a bug
-        await self.data.create(upload.id)
-        self.metrics.uploads_created.inc()
-        self.hooks.post_create(upload)
+        upload = await self.store_new(upload)
         response_headers = {"Location": upload_url(request, self.config, upload.id)}
         if upload.finished:
             await self._finished(upload)
@@ -322,6 +311,23 @@ class TusHandler:
     @staticmethod
     def _has_body(request: Request) -> bool:
         return request.headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+
+    async def store_new(self, upload: Upload) -> Upload:
+        """Create an upload's record and data file, through the pre-create hook (which may reject
+        it, or change its id and metadata); returns the upload as stored."""
+        proposed = upload.id
+        upload = await self.hooks.pre_create(upload)
+        if upload.finished:
+            await self.hooks.pre_finish(upload)
+        # The record first: creating the data file of an id that is taken would truncate it.
+        if not await self.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
+        await self.data.create(upload.id)
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
+        return upload
 
     @contextlib.contextmanager
     def _body_slot(self) -> Iterator[None]:

@@ -135,18 +135,7 @@ class IetfHandler:
         checksum: tuple[Hasher, bytes] | None,
     ) -> Response:
         tus = self.tus
-        proposed = upload.id
-        upload = await tus.hooks.pre_create(upload)  # may reject, or change the id and metadata
-        if upload.finished:
-            await tus.hooks.pre_finish(upload)
-        # The record first: creating the data file of an id that is taken would truncate it.
-        if not await tus.state.create(upload):
-            if upload.id != proposed:
-                raise p.ERR_ID_TAKEN()
-            raise RuntimeError("upload id collision")  # 128 random bits: a bug
-        await tus.data.create(upload.id)
-        tus.metrics.uploads_created.inc()
-        tus.hooks.post_create(upload)
+        upload = await tus.store_new(upload)
         location = upload_url(request, self.config, upload.id)
         headers = {"Location": location, "Upload-Limit": ietf.upload_limit(self.config, version, upload)}
         if upload.finished:  # draft -05, an empty upload
