@@ -21,11 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.rawhttp import Connection, send_file_request  # noqa: E402
+from bench.rawhttp import OCTET, TUS, Connection, many_uploads, send_file_request  # noqa: E402
 from tests.support import RedisServer, TusServer  # noqa: E402
 
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -88,30 +86,7 @@ def big_upload(server: TusServer, payload: Path, digest: str, size: int, chunk: 
 def small_uploads(server: TusServer, count: int, size: int, concurrency: int) -> float:
     body = os.urandom(size)
     expected = hashlib.sha256(body).hexdigest()
-    paths: list[str] = []
-
-    async def worker(queue: asyncio.Queue[int]) -> None:
-        conn = Connection("127.0.0.1", server.port)
-        while True:
-            try:
-                queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            path = await create(conn, size)
-            status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
-            assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
-            paths.append(path)
-        await conn.close()
-
-    async def run() -> float:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(count):
-            queue.put_nowait(index)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
-        return time.perf_counter() - started
-
-    elapsed = asyncio.run(run())
+    elapsed, paths = many_uploads(server.port, count, body, concurrency)
     for path in paths[:: max(1, len(paths) // 50)]:  # spot-check the stored bytes
         assert hashlib.sha256((server.data_dir / path.rsplit("/", 1)[1]).read_bytes()).hexdigest() == expected
     assert len(paths) == count

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 
 class Connection:
@@ -140,3 +141,42 @@ def send_file_request(host: str, port: int, method: str, path: str, headers: dic
         return connection.request(method, path, {**headers, "Connection": "close"}, file_path, offset, count)
     finally:
         connection.close()
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+async def upload(conn: Connection, body: bytes) -> str:
+    """POST a tus upload of `body`, then PATCH it whole; returns its path."""
+    status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
+    assert status == 201, status
+    path = "/files/" + headers["location"].rsplit("/", 1)[1]
+    status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
+    assert status == 204 and headers["upload-offset"] == str(len(body)), (status, headers)
+    return path
+
+
+def many_uploads(port: int, count: int, body: bytes, concurrency: int) -> tuple[float, list[str]]:
+    """`count` uploads of `body` over `concurrency` keep-alive connections; (seconds, paths)."""
+    paths: list[str] = []
+
+    async def worker(queue: asyncio.Queue[int]) -> None:
+        conn = Connection("127.0.0.1", port)
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            paths.append(await upload(conn, body))
+        await conn.close()
+
+    async def run() -> float:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(count):
+            queue.put_nowait(index)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+    return asyncio.run(run()), paths

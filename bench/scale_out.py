@@ -28,45 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from bench.rawhttp import Connection  # noqa: E402
+from bench.rawhttp import OCTET, TUS, Connection, many_uploads  # noqa: E402
 from tests.cluster import Cluster, redis_commands  # noqa: E402
 
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
 NOT_UPLOADS = {"config|resetstat", "info", "hello", "subscribe", "client|setinfo", "ping", "monitor", "select"}
-
-
-async def upload(conn: Connection, body: bytes) -> str:
-    status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
-    assert status == 201, status
-    path = "/files/" + headers["location"].rsplit("/", 1)[1]
-    status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
-    assert status == 204 and headers["upload-offset"] == str(len(body)), (status, headers)
-    return path
-
-
-def many_uploads(port: int, count: int, body: bytes, concurrency: int) -> tuple[float, list[str]]:
-    paths: list[str] = []
-
-    async def worker(queue: asyncio.Queue[int]) -> None:
-        conn = Connection("127.0.0.1", port)
-        while True:
-            try:
-                queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            paths.append(await upload(conn, body))
-        await conn.close()
-
-    async def run() -> float:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(count):
-            queue.put_nowait(index)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
-        return time.perf_counter() - started
-
-    return asyncio.run(run()), paths
 
 
 def round_trips(cluster: Cluster, body: bytes) -> dict[str, int]:

@@ -50,3 +50,20 @@ def make_server(tmp_path: Path, state_backend: str, request: pytest.FixtureReque
 @pytest.fixture
 def server(make_server) -> TusServer:
     return make_server()
+
+
+@pytest.fixture
+def proxies() -> Iterator:
+    """Start test proxies (`tests/netproxy.py`) in front of a port; all are stopped afterwards."""
+    from tests.netproxy import Proxy
+
+    started: list = []
+
+    def make(port: int, **options: object):
+        proxy = Proxy(port, **options).start()  # type: ignore[arg-type]
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()

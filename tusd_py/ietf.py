@@ -159,19 +159,26 @@ def _filename(disposition: str | None) -> str | None:
 # -- digests (RFC 9530) ---------------------------------------------------------------
 
 
+def _dictionary_field(headers: Headers, name: str) -> dict | None:
+    """A digest field as a structured-field dictionary (all its lines joined); None when absent."""
+    values = headers.getlist(name)
+    if not values:
+        return None
+    try:
+        return parse(",".join(values).encode("latin-1"), tltype="dictionary")
+    except (StructuredFieldError, UnicodeEncodeError):
+        raise p.ERR_INVALID_DIGEST() from None
+
+
 def _digests(headers: Headers, name: str) -> dict[str, bytes] | None:
     """The digests of a `Content-Digest` or `Repr-Digest` field for the algorithms we know.
 
     Algorithms we do not know are ignored (RFC 9530 lets a recipient ignore any digest);
     a field that is not a dictionary, or a known algorithm without a byte sequence, is a 400.
     """
-    values = headers.getlist(name)
-    if not values:
+    members = _dictionary_field(headers, name)
+    if members is None:
         return None
-    try:
-        members = parse(",".join(values).encode("latin-1"), tltype="dictionary")
-    except (StructuredFieldError, UnicodeEncodeError):
-        raise p.ERR_INVALID_DIGEST() from None
     digests: dict[str, bytes] = {}
     for algorithm, member in members.items():
         if algorithm in DIGEST_ALGORITHMS:
@@ -205,13 +212,9 @@ def parse_repr_digest(value: str) -> dict[str, bytes]:
 def want_repr_digest(headers: Headers) -> str | None:
     """The algorithm to answer `Want-Repr-Digest` with: the most preferred one we know,
     else sha-256 unless the client ruled it out (preference 0)."""
-    values = headers.getlist("want-repr-digest")
-    if not values:
+    members = _dictionary_field(headers, "want-repr-digest")
+    if members is None:
         return None
-    try:
-        members = parse(",".join(values).encode("latin-1"), tltype="dictionary")
-    except (StructuredFieldError, UnicodeEncodeError):
-        raise p.ERR_INVALID_DIGEST() from None
     preferences: dict[str, int] = {}
     for algorithm, member in members.items():
         weight = member[0] if isinstance(member, tuple) else None

@@ -29,16 +29,22 @@ def read_reply(sock: socket.socket) -> bytes:
     return reply
 
 
-def test_oversized_request_head_is_431(server) -> None:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+def send_oversized_head(port: int) -> bytes:
+    """100 x 1 KiB headers, in separate writes (past the 64 KiB default); returns the reply."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(b"HEAD /files/x HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n")
-    for _ in range(100):  # 100 x 1 KiB headers: past the 64 KiB default
+    for _ in range(100):
         try:
             sock.sendall(b"X-Filler: " + b"a" * 1014 + b"\r\n")
         except OSError:
             break
     reply = read_reply(sock)
     sock.close()
+    return reply
+
+
+def test_oversized_request_head_is_431(server) -> None:
+    reply = send_oversized_head(server.port)
     assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
     assert head(server.url + "0" * 32).status_code == 404  # still serving
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.netproxy import Proxy
 from tests.support import ROOT, TUS, head, stop_process
 
 MiB = 1024 * 1024
@@ -30,19 +29,6 @@ def state_backend() -> str:
     """The client does not care where the server keeps its state: one backend is enough here."""
     return "embedded"
 
-
-@pytest.fixture
-def proxies():
-    started: list[Proxy] = []
-
-    def make(port: int, **options: object) -> Proxy:
-        proxy = Proxy(port, **options).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in started:
-        proxy.stop()
 
 
 class Client:

@@ -16,7 +16,6 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.netproxy import Proxy
 from tests.support import ROOT, head, stop_process, wait_for_port, free_port
 
 MiB = 1024 * 1024
@@ -67,19 +66,6 @@ def browser(tmp_path: Path) -> Iterator:
         finally:
             context.close()
 
-
-@pytest.fixture
-def proxies() -> Iterator:
-    started: list[Proxy] = []
-
-    def make(port: int, **options: object) -> Proxy:
-        proxy = Proxy(port, **options).start()  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in started:
-        proxy.stop()
 
 
 @pytest.fixture

@@ -129,17 +129,7 @@ def test_workers_exit_with_a_killed_supervisor(tmp_path: Path, redis_url: str) -
 
 def test_workers_keep_the_request_head_guard(workers_server: TusServer) -> None:
     """The guarded protocol (431 past --max-header-size) runs in the workers too."""
-    import socket
+    from tests.e2e.test_hardening import send_oversized_head
 
-    from tests.e2e.test_hardening import read_reply
-
-    sock = socket.create_connection(("127.0.0.1", workers_server.port), timeout=10)
-    sock.sendall(b"HEAD /files/x HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n")
-    for _ in range(100):  # 100 x 1 KiB headers, in separate reads: past the 64 KiB default
-        try:
-            sock.sendall(b"X-Filler: " + b"a" * 1014 + b"\r\n")
-        except OSError:
-            break
-    reply = read_reply(sock)
-    sock.close()
+    reply = send_oversized_head(workers_server.port)
     assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
