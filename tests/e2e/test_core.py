@@ -366,6 +366,23 @@ def test_cors(server) -> None:
                  "Upload-Concat", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size"):
         assert name in exposed
     assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://uploader.example")
+    assert "origin" in response.headers["Vary"].lower()
+    # Requests without Origin skip the CORS layer but keep the header it adds (caches key on it).
+    plain = requests.post(server.url, headers={**TUS, "Upload-Length": "1"}, timeout=5)
+    assert plain.headers["Vary"] == "Origin" and "Access-Control-Allow-Origin" not in plain.headers
+
+
+def test_cors_named_origins(make_server) -> None:
+    server = make_server(cors_origins="https://uploader.example")
+    allowed = requests.post(server.url, headers={**TUS, "Origin": "https://uploader.example", "Upload-Length": "1"}, timeout=5)
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://uploader.example"
+    assert allowed.headers["Vary"] == "Origin"
+    other = requests.post(server.url, headers={**TUS, "Origin": "https://evil.example", "Upload-Length": "1"}, timeout=5)
+    assert other.status_code == 201 and "Access-Control-Allow-Origin" not in other.headers
+    preflight = requests.options(
+        server.url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PATCH"}, timeout=5
+    )
+    assert preflight.status_code == 400
 
 
 def test_location_behind_proxy(make_server) -> None:
