@@ -27,6 +27,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("tusd_py_requests", "HTTP requests answered, by method and status", ["method", "status"], registry=registry)
+        self._requests: dict[tuple[str, int], Counter] = {}
         self.errors = Counter("tusd_py_errors", "Error answers, by status and error code", ["status", "code"], registry=registry)
         self.bytes_received = Counter("tusd_py_bytes_received", "Upload bytes received into uploads", registry=registry)
         self.uploads_created = Counter("tusd_py_uploads_created", "Uploads created", registry=registry)
@@ -62,7 +63,10 @@ class Metrics:
     def count(self, scope: Scope, status: int, duration: float) -> None:
         """Counts an answered request (method, status, error code); times PATCHes."""
         method = request_method(scope)
-        self.requests.labels(method, str(status)).inc()
+        counter = self._requests.get((method, status))
+        if counter is None:  # labels() checks and locks on every call; the pairs are few
+            counter = self._requests[(method, status)] = self.requests.labels(method, str(status))
+        counter.inc()
         if status >= 400:
             code = scope.get("state", {}).get("tus_error", "")
             self.errors.labels(str(status), code).inc()

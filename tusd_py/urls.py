@@ -33,7 +33,7 @@ def _forwarded(request: Request) -> tuple[str | None, str | None]:
 
 def upload_url(request: Request, config: Config, upload_id: str) -> str:
     """An absolute URL, as tusd sends; relative if the Host header is not a plain host name."""
-    scheme = request.url.scheme
+    scheme: str = request.scope["scheme"]  # what request.url.scheme says, without building the URL
     host = request.headers.get("host")
     if config.behind_proxy:
         forwarded_host, forwarded_proto = _forwarded(request)

@@ -99,7 +99,18 @@ class Upload:
         )
 
     def replace(self, **changes: object) -> Upload:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with `changes` (as `dataclasses.replace`, at a fraction of its cost: a
+        small upload makes several copies)."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Upload has no field {', '.join(sorted(unknown))}")
+        copy = object.__new__(Upload)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Upload))
 
 
 class StateStore(Protocol):

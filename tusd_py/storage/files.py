@@ -116,7 +116,7 @@ def _fsync_directory(directory: Path) -> None:
 class FileWriter:
     def __init__(
         self,
-        path: Path,
+        path: str,
         offset: int,
         hasher: Hasher | None,
         executor: ThreadPoolExecutor,
@@ -231,13 +231,17 @@ class FileStore:
 
     def __init__(self, directory: Path, *, fsync: bool = False, batch_size: int = 1024 * 1024, threads: int = 8) -> None:
         self.directory = directory
+        self._prefix = os.path.join(directory, "")  # file names are joined as strings: pathlib costs more
         self.fsync = fsync
         self.batch_size = batch_size
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tusd-io")
         directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, upload_id: str) -> Path:
-        return self.directory / upload_id
+        return Path(self._file(upload_id))
+
+    def _file(self, upload_id: str) -> str:
+        return self._prefix + upload_id
 
     async def _io(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -245,15 +249,15 @@ class FileStore:
     async def create(self, upload_id: str) -> None:
         # On the loop: making an empty file costs less than the hop to a worker thread
         # and back (small uploads are mostly such hops otherwise; docs/performance.md).
-        os.close(os.open(self.path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        os.close(os.open(self._file(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
 
     def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None) -> FileWriter:
         return FileWriter(
-            self.path(upload_id), offset, hasher, self.executor, fsync=self.fsync, batch_size=self.batch_size
+            self._file(upload_id), offset, hasher, self.executor, fsync=self.fsync, batch_size=self.batch_size
         )
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await self._io(os.open, self.path(upload_id), os.O_RDONLY)
+        fd = await self._io(os.open, self._file(upload_id), os.O_RDONLY)
         try:
             position = start
             while position < end:
@@ -266,14 +270,14 @@ class FileStore:
             os.close(fd)
 
     async def finish(self, upload_id: str, length: int) -> None:
-        path = self.path(upload_id)
+        path = self._file(upload_id)
         if os.stat(path).st_size > length:  # a stat on the loop; freeing blocks on a worker thread
             await self._io(os.truncate, path, length)
 
     async def delete(self, upload_id: str) -> None:
         def run() -> None:
             try:
-                os.unlink(self.path(upload_id))
+                os.unlink(self._file(upload_id))
             except FileNotFoundError:
                 pass
 
@@ -289,7 +293,7 @@ class FileStore:
         """
 
         def run() -> None:
-            target = self.path(final_id)
+            target = self._file(final_id)
             for stale in self.directory.glob(f"{final_id}.concat-*"):  # left by a crash mid-assembly
                 with contextlib.suppress(OSError):
                     stale.unlink()
@@ -299,7 +303,7 @@ class FileStore:
                 try:
                     position = 0
                     for part_id, length in parts:
-                        source = os.open(self.path(part_id), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                        source = os.open(self._file(part_id), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                         try:
                             copy_range(source, fd, length, position)
                         finally:
