@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -297,16 +297,17 @@ class LocalStateStore:
         self._written(upload_id)
         # One process: the in-process locker has no fence, and nothing else can take its locks.
         def run(db: sqlite3.Connection) -> int | None:
-            rows = db.execute(
-                "UPDATE uploads SET offset = ?, expires = ?,"
-                " state = CASE WHEN length = ? THEN ? ELSE ? END"
-                " WHERE id = ? AND offset = ? AND state != ? AND ? >= offset AND (length IS NULL OR ? <= length)"
-                " RETURNING state",
-                (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED, new, new),
-            ).fetchall()  # all: the statement (and its write) only ends when stepped to the end
+            with _transaction(db) if claim is not None else nullcontext():
+                rows = db.execute(
+                    "UPDATE uploads SET offset = ?, expires = ?,"
+                    " state = CASE WHEN length = ? THEN ? ELSE ? END"
+                    " WHERE id = ? AND offset = ? AND state != ? AND ? >= offset AND (length IS NULL OR ? <= length)"
+                    " RETURNING state",
+                    (new, expires, new, FINISHED, UPLOADING, upload_id, expected, EXPIRED, new, new),
+                ).fetchall()  # all: the statement (and its write) only ends when stepped to the end
+                if rows and claim is not None and rows[0][0] == FINISHED:
+                    self._claim(db, upload_id, claim)  # in the same transaction: both or neither
             if rows:
-                if claim is not None and rows[0][0] == FINISHED:
-                    self._claim(db, upload_id, claim)  # no await in between: nothing else runs
                 return new
             row = db.execute("SELECT offset, state FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None or row[1] == EXPIRED else int(row[0])
