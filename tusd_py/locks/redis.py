@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
+from tusd_py.redis_scripts import Scripts
 
 logger = logging.getLogger("tusd_py.locks")
 
@@ -92,9 +93,10 @@ class RedisLocker:
         self.margin = margin
         self.preload = preload
         self.channel = f"{prefix}locks"
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._scripts = Scripts(client)
+        self._acquire = self._scripts.register(_ACQUIRE)
+        self._renew = self._scripts.register(_RENEW)
+        self._release = self._scripts.register(_RELEASE)
         self._held: dict[str, RedisLease] = {}  # leases held in this instance
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -229,6 +231,7 @@ class RedisLocker:
                 pause = RENEW_RETRY
 
     async def close(self) -> None:
+        await self._scripts.close()
         if self._listener is not None:
             self._listener.cancel()
             try:

@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from tusd_py.locks.base import Fence, Lock, LockLost
+from tusd_py.redis_scripts import Scripts
 from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
@@ -158,16 +159,17 @@ class RedisStateStore:
         self._expiry_key = f"{prefix}expiry"
         self._finals_key = f"{prefix}finals"
         self._waiting_prefix = f"{prefix}waiting:"
-        self._create = client.register_script(_CREATE)
-        self._commit = client.register_script(_COMMIT)
-        self._declare_length = client.register_script(_DECLARE_LENGTH)
-        self._expect_length = client.register_script(_EXPECT_LENGTH)
-        self._mark_expired = client.register_script(_MARK_EXPIRED)
-        self._claim = client.register_script(_CLAIM)
-        self._create_final = client.register_script(_CREATE_FINAL)
-        self._finish_final = client.register_script(_FINISH_FINAL)
-        self._drop_final = client.register_script(_DROP_FINAL)
-        self._delete = client.register_script(_DELETE)
+        self.scripts = Scripts(client)
+        self._create = self.scripts.register(_CREATE)
+        self._commit = self.scripts.register(_COMMIT)
+        self._declare_length = self.scripts.register(_DECLARE_LENGTH)
+        self._expect_length = self.scripts.register(_EXPECT_LENGTH)
+        self._mark_expired = self.scripts.register(_MARK_EXPIRED)
+        self._claim = self.scripts.register(_CLAIM)
+        self._create_final = self.scripts.register(_CREATE_FINAL)
+        self._finish_final = self.scripts.register(_FINISH_FINAL)
+        self._drop_final = self.scripts.register(_DROP_FINAL)
+        self._delete = self.scripts.register(_DELETE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:", timeout: float = 2.0) -> RedisStateStore:
@@ -279,4 +281,5 @@ class RedisStateStore:
         await self.client.ping()
 
     async def close(self) -> None:
+        await self.scripts.close()
         await self.client.aclose()
