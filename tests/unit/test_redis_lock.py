@@ -87,3 +87,37 @@ def test_waiter_asks_the_holder_and_gets_the_lock_when_it_lets_go() -> None:
         await locker.close()
 
     run(main())
+
+
+def test_a_lease_held_past_its_ttl_is_renewed() -> None:
+    async def main() -> None:
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        locker = RedisLocker(client, ttl=0.4, margin=0.1)
+        other = RedisLocker(client, ttl=0.4, margin=0.1)  # another instance
+        async with locker.hold("r" * 32, wait=0) as lock:
+            for _ in range(6):  # 1.2 s: three TTLs
+                await asyncio.sleep(0.2)
+                assert lock.valid()
+                with pytest.raises(LockTimeout):
+                    async with other.hold("r" * 32, wait=0):
+                        pass
+        async with other.hold("r" * 32, wait=0):  # released at the end
+            pass
+        await locker.close()
+        await other.close()
+
+    run(main())
+
+
+def test_a_lease_lost_to_redis_tells_its_holder() -> None:
+    async def main() -> None:
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        locker = RedisLocker(client, ttl=0.4, margin=0.1)
+        told = asyncio.Event()
+        async with locker.hold("s" * 32, wait=0, on_release_request=told.set) as lock:
+            await client.delete(locker.key("s" * 32))  # e.g. Redis lost it in a failover
+            await asyncio.wait_for(told.wait(), 2)  # at the next renewal
+            assert not lock.valid()
+        await locker.close()
+
+    run(main())

@@ -63,7 +63,7 @@ class RedisLease:
         self.on_release_request = on_release_request
         self.record: dict[str, str] | None = None
         self.asked = False  # someone wants the lock: announce its release
-        self.renewer: asyncio.Task[None] | None = None
+        self.renewer: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a timer until the first renewal
 
     def valid(self) -> bool:
         return time.monotonic() < self.valid_until
@@ -133,7 +133,9 @@ class RedisLocker:
         if self.preload is not None:
             lease.record = dict(zip(record[::2], record[1::2]))
         self._held[upload_id] = lease
-        lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
+        # A timer, not a task, until the first renewal is due: most holds end long before
+        # (a task per hold cost small uploads a creation and a cancellation each).
+        lease.renewer = loop.call_later(self.ttl / 2, self._start_keeping, lease, ttl_ms)
         try:
             yield lease
         finally:
@@ -209,9 +211,12 @@ class RedisLocker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def _start_keeping(self, lease: RedisLease, ttl_ms: int) -> None:
+        lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
+
     async def _keep(self, lease: RedisLease, ttl_ms: int) -> None:
-        """Renew the lease at half its TTL; tell the holder if it is lost."""
-        pause = self.ttl / 2
+        """Renew the lease now and then at half its TTL; tell the holder if it is lost."""
+        pause = 0.0  # the first renewal is due when this starts (`_start_keeping`)
         while True:
             await asyncio.sleep(pause)
             sent = time.monotonic()
