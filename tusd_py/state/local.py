@@ -384,8 +384,8 @@ class LocalStateStore:
         return await self._run(run)
 
     async def forget_tombstones(self, before: float) -> int:
-        self._fresh.clear()
         """Drop expired tombstones older than `before`, so the table does not grow forever."""
+        self._fresh.clear()
         def run(db: sqlite3.Connection) -> int:
             dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
             db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
