@@ -55,7 +55,7 @@ OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})  # not counted, not l
 
 def build_handler(config: Config) -> TusHandler:
     state = open_state_store(config)
-    data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size)
+    data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size, direct=config.direct_io)
     metrics = Metrics()
     hooks = build_hooks(
         config, storage=lambda upload_id: {"type": data.name, "path": str(data.path(upload_id).resolve())}, metrics=metrics

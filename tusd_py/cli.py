@@ -33,6 +33,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
 @click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
 @click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
+@click.option("--direct-io/--no-direct-io", default=True, show_envvar=True, help="Write large batches with O_DIRECT, past the page cache (faster where the page cache is slow to grow, e.g. some VMs).")
 @click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
 @click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
 @click.option("--max-concat-parts", default=1000, type=click.IntRange(min=1), show_envvar=True, help="Most partial uploads one final upload may list.")

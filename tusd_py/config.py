@@ -36,6 +36,7 @@ class Config:
     max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
     shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
     write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
+    direct_io: bool = True  # large writes with O_DIRECT, past the page cache (storage/files.py)
     # Hooks (see hooks/ and docs/hooks.md)
     hooks_module: str | None = None  # a Python module with functions named after the events
     hooks_http: str | None = None  # a URL each event is POSTed to as JSON
