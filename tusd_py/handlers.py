@@ -310,7 +310,7 @@ class TusHandler:
 
     @staticmethod
     def _has_body(request: Request) -> bool:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower() == p.OFFSET_CONTENT_TYPE
+        return p.media_type(request.headers) == p.OFFSET_CONTENT_TYPE
 
     async def store_new(self, upload: Upload) -> Upload:
         """Create an upload's record and data file, through the pre-create hook (which may reject
@@ -409,7 +409,7 @@ class TusHandler:
         upload_id = request.path_params["upload_id"]
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()
-        if headers.get("content-type", "").split(";")[0].strip().lower() != p.OFFSET_CONTENT_TYPE:
+        if p.media_type(headers) != p.OFFSET_CONTENT_TYPE:
             raise p.ERR_INVALID_CONTENT_TYPE()
         offset = p.parse_uint(headers.get("upload-offset"), p.ERR_INVALID_OFFSET)
         if offset is None:

@@ -129,7 +129,7 @@ def metadata(headers: Headers) -> str | None:
         return headers["upload-metadata"]
     values: dict[str, bytes] = {}
     content_type = headers.get("content-type", "").strip()
-    if content_type and content_type.split(";")[0].strip().lower() not in _TRANSFER_TYPES:
+    if content_type and p.media_type(headers) not in _TRANSFER_TYPES:
         values["filetype"] = content_type.encode("utf-8", "replace")
     filename = _filename(headers.get("content-disposition"))
     if filename:

@@ -179,7 +179,7 @@ class IetfHandler:
         upload_id = request.path_params["upload_id"]
         if not p.is_valid_id(upload_id):
             raise p.ERR_NOT_FOUND()
-        if headers.get("content-type", "").split(";")[0].strip().lower() != ietf.PARTIAL_UPLOAD:
+        if p.media_type(headers) != ietf.PARTIAL_UPLOAD:
             raise p.ERR_INVALID_PARTIAL_UPLOAD()
         fields = ietf.request_fields(headers)
         if fields.offset is None:

@@ -12,6 +12,7 @@ import email.utils
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Mapping
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -116,6 +117,11 @@ ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
 ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
 ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
 ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The request's Content-Type without parameters, lower-case ("" when absent)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def new_upload_id() -> str:

@@ -16,7 +16,7 @@ from tusd_py.state.redis import RedisStateStore
 def stores() -> tuple[RedisStateStore, RedisLocker]:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
     state = RedisStateStore(client)
-    return state, RedisLocker(client, preload=state.key)
+    return state, RedisLocker(client, preload=state.key, scripts=state.scripts)  # as app.py builds them
 
 
 def run(coro):  # type: ignore[no-untyped-def]

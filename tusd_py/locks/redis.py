@@ -85,15 +85,18 @@ class RedisLocker:
         ttl: float = 8.0,
         margin: float = 2.0,
         preload: Callable[[str], str] | None = None,
+        scripts: Scripts | None = None,
     ) -> None:
-        """`preload(upload_id)` names a hash to read atomically with acquiring (the state record)."""
+        """`preload(upload_id)` names a hash to read atomically with acquiring (the state record);
+        `scripts`: the state store's, so that both share one set of kept connections (its owner closes it)."""
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
         self.margin = margin
         self.preload = preload
         self.channel = f"{prefix}locks"
-        self._scripts = Scripts(client)
+        self._own_scripts = scripts is None
+        self._scripts = scripts or Scripts(client)
         self._acquire = self._scripts.register(_ACQUIRE)
         self._renew = self._scripts.register(_RENEW)
         self._release = self._scripts.register(_RELEASE)
@@ -236,7 +239,8 @@ class RedisLocker:
                 pause = RENEW_RETRY
 
     async def close(self) -> None:
-        await self._scripts.close()
+        if self._own_scripts:
+            await self._scripts.close()
         if self._listener is not None:
             self._listener.cancel()
             try:

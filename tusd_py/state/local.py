@@ -168,7 +168,7 @@ class LocalStateStore:
             logger.warning("state database checkpoint failed: %s", future.exception())
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the database thread; on a full disk, give up the reserve and try once more."""
+        """Run `fn` (on the loop or the database thread, see `_run`); on a full disk, give up the reserve and try once more."""
         try:
             result = self._attempt(fn)
         except OSError as exc:
