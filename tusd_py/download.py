@@ -39,6 +39,9 @@ SAFE_TYPES = frozenset(
     }
 )
 _RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# Positions past this are all "beyond any content": compared, never converted, since
+# int() refuses more than 4300 digits (and a 19-digit position is past any file already).
+_BEYOND = 10**18
 
 
 def content_type(metadata: dict[str, bytes]) -> tuple[str, bool]:
@@ -85,15 +88,21 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             raise p.ERR_RANGE_NOT_SATISFIABLE(Content_Range=f"bytes */{size}")
         return max(size - suffix, 0), size
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or (last and int(last) < start):
+    start = _position(first)
+    end = min(_position(last) + 1, size) if last else size
+    if start >= size or (last and _position(last) < start):
         raise p.ERR_RANGE_NOT_SATISFIABLE(Content_Range=f"bytes */{size}")
     return start, end
+
+
+def _position(digits: str) -> int:
+    """A range position (1*DIGIT, any length: RFC 9110 sets no bound), capped at `_BEYOND`."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 18 else _BEYOND
 
 
 def download_response(request: Request, upload: Upload, data: DataStore) -> Response:

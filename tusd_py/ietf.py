@@ -48,6 +48,11 @@ _VERSION_RE = re.compile(r"[0-9]{1,3}")
 # application/partial-upload on a creation request that carries data).
 _TRANSFER_TYPES = {PARTIAL_UPLOAD, p.OFFSET_CONTENT_TYPE}
 _EXT_FILENAME_RE = re.compile(r";\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
+# RFC 8187 charsets: the two every recipient must support; anything else is not decoded.
+_FILENAME_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
+# RFC 9651: an sf-Integer has at most 15 digits. A longer offset or length cannot be sent
+# in the draft's fields, so such an upload is refused to draft requests up front (a 413).
+MAX_INTEGER = 999_999_999_999_999
 
 
 def interop_version(headers: Headers) -> int | None:
@@ -139,21 +144,38 @@ def metadata(headers: Headers) -> str | None:
 
 def _filename(disposition: str | None) -> str | None:
     """The file name of a `Content-Disposition`: `filename*` (RFC 8187) before `filename`, as
-    RFC 6266 asks (the stdlib parser keeps whichever comes last). GET makes it safe to send back."""
+    RFC 6266 asks (the stdlib parser keeps whichever comes last). GET makes it safe to send back.
+
+    `filename*` is decoded strictly, in UTF-8 or ISO-8859-1 only: Python's other codecs
+    (`idna`, `punycode`, `undefined`, ...) are no charsets, and some of them fail on any
+    input. One that is not decoded falls back to `filename`, as RFC 6266 (4.3) designs it;
+    without that fallback the request is a 400 (issue 13, item 14).
+    """
     if not disposition:
         return None
+    message = email.message.Message()
+    message["content-disposition"] = disposition
+    params = message.get_params(header="content-disposition") or []
+    fallback = next((value for name, value in params if name == "filename" and isinstance(value, str)), None)
     extended = _EXT_FILENAME_RE.search(disposition)
     if extended is not None:
         charset, _language, encoded = email.utils.decode_rfc2231(extended.group(1))
         if charset is not None:
+            codec = _FILENAME_CHARSETS.get(charset.lower())
             try:
-                return urllib.parse.unquote(encoded, encoding=charset, errors="replace")
-            except LookupError:  # an unknown charset: try the plain parameter
-                pass
-    message = email.message.Message()
-    message["content-disposition"] = disposition
-    filename = message.get_param("filename", header="content-disposition")
-    return filename if isinstance(filename, str) else None
+                if codec is None:
+                    raise LookupError(charset)
+                return urllib.parse.unquote(encoded, encoding=codec, errors="strict")
+            except (LookupError, UnicodeDecodeError):
+                if fallback is None:
+                    raise p.ERR_INVALID_CONTENT_DISPOSITION() from None
+    return fallback
+
+
+def check_length(length: int | None) -> None:
+    """A length or offset a draft answer could not carry is a 413 before anything happens (issue 13, item 15)."""
+    if length is not None and length > MAX_INTEGER:
+        raise p.ERR_DRAFT_LENGTH_TOO_LARGE(Upload_Limit=ser({"max-size": MAX_INTEGER}))
 
 
 # -- digests (RFC 9530) ---------------------------------------------------------------
@@ -240,7 +262,7 @@ def upload_limit(config: Config, version: int, upload: Upload | None = None) -> 
     on creation) the time left is the whole `expire_after`."""
     limits: dict[str, int] = {}
     if config.max_size:
-        limits["max-size"] = config.max_size
+        limits["max-size"] = min(config.max_size, MAX_INTEGER)  # the draft cannot carry more (check_length)
     age: float | None = None
     if upload is None:
         age = config.expire_after or None

@@ -21,7 +21,6 @@ the whole file as the last), and takes the offset reaching the size for success.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -33,6 +32,7 @@ from tusd_py import ietf
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
+from tusd_py.digests import Digests
 from tusd_py.download import download_response
 from tusd_py.locks.base import Lock, LockTimeout
 from tusd_py.state.base import FINISHED, Upload
@@ -44,15 +44,11 @@ if TYPE_CHECKING:
 Handler = Callable[[Request, int], Awaitable[Response]]
 
 
-def _feed(hashers: list[Hasher], chunk: bytes) -> None:
-    for hasher in hashers:
-        hasher.update(chunk)
-
-
 class IetfHandler:
     def __init__(self, tus: TusHandler) -> None:
         self.tus = tus
         self.config = tus.config
+        self.digests = Digests(tus.state, tus.data)
 
     # -- routing -------------------------------------------------------------------
 
@@ -167,6 +163,7 @@ class IetfHandler:
             raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400 (I-21)
         async with self.tus._locked(request.path_params["upload_id"]) as (_, upload):
             pass  # read under the lock: a running append is asked to stop first (I-30)
+        self._check_representable(upload)
         headers = self._answer_headers(upload, version)
         headers["Cache-Control"] = "no-store"
         headers.update(await self._wanted_digest(request, upload))
@@ -202,6 +199,7 @@ class IetfHandler:
         has_body = ietf.has_content(request.headers, fields)
         digest: dict[str, str] = {}
         async with self.tus._locked(upload_id, reader) as (lock, upload):
+            self._check_representable(upload)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if upload.finished:
@@ -250,6 +248,7 @@ class IetfHandler:
     async def get(self, request: Request, version: int) -> Response:
         """The bytes so far (tus-py's download), with the offset fields (a GET may retrieve the offset, -12+)."""
         upload = await self.tus._load(request.path_params["upload_id"])
+        self._check_representable(upload)
         response = download_response(request, upload, self.tus.data)
         response.headers.update(self._answer_headers(upload, version))
         return response
@@ -266,6 +265,7 @@ class IetfHandler:
         for length in (fields.length, fields.implied_length(offset)):
             if length is None:
                 continue
+            ietf.check_length(length)
             if known is not None and length != known:
                 raise p.ERR_INCONSISTENT_LENGTH()
             known = length
@@ -304,8 +304,7 @@ class IetfHandler:
             self._check_content_fits(upload.offset, upload.bound, content_length)
         except p.TusError as error:
             if error.code == p.ERR_INCONSISTENT_LENGTH.code and version >= 7:
-                await self.tus._terminate(upload)
-                raise p.ERR_INCONSISTENT_LENGTH("the content would take the upload past its length: the upload was cancelled") from None
+                raise await self._cancel(upload, "the content would take the upload past its length") from None
             raise
 
     async def _body_error(self, result: BodyResult, version: int, **extra: str) -> p.TusError:
@@ -320,8 +319,7 @@ class IetfHandler:
             error = p.ERR_CONTENT_DIGEST_MISMATCH()
         elif error.code == p.ERR_UPLOAD_SIZE_EXCEEDED.code:  # more content than the length (I-05)
             if version >= 7:
-                await self.tus._terminate(upload)
-                return p.ERR_INCONSISTENT_LENGTH("the content went past the upload's length: the upload was cancelled", **extra)
+                return (await self._cancel(upload, "the content went past the upload's length")).with_headers(**extra)
             error = p.ERR_INCONSISTENT_LENGTH("the content went past the upload's length")
         headers = {**ietf.state_headers(upload, version), **extra}
         if result.close:
@@ -341,10 +339,11 @@ class IetfHandler:
             expected = ietf.parse_repr_digest(sent)
         want = upload.want_repr_digest or ietf.want_repr_digest(request.headers)
         algorithms = set(expected) | ({want} if want else set())
-        computed = await self._digest(upload, algorithms) if algorithms else {}
+        computed = await self.digests.compute(upload, algorithms) if algorithms else {}
         if any(computed[name] != digest for name, digest in expected.items()):
-            await self.tus._terminate(upload)  # the upload failed: nothing is processed (I-33)
-            raise p.ERR_REPR_DIGEST_MISMATCH(Upload_Complete="?1")
+            # The upload failed: nothing is processed (I-33).
+            why = "Repr-Digest does not match the uploaded representation"
+            raise await self._cancel(upload, why, p.ERR_REPR_DIGEST_MISMATCH, Upload_Complete="?1")
         if not lock.valid():
             raise p.ERR_LOCK_LOST(Connection="close")
         if upload.length is None:
@@ -354,6 +353,7 @@ class IetfHandler:
             upload = upload.replace(length=upload.offset, state=FINISHED, expires=None)
             await self.tus._finished(upload)
         # else a tus upload, which the commit that reached its length finished already.
+        upload = await self.digests.keep(upload, computed)  # so HEAD never computes them again
         digest = {"Repr-Digest": ietf.format_digests({want: computed[want]})} if want else {}
         return upload, digest
 
@@ -362,16 +362,26 @@ class IetfHandler:
         want = ietf.want_repr_digest(request.headers)
         if want is None or not upload.finished:
             return {}
-        computed = await self._digest(upload, {want})
-        return {"Repr-Digest": ietf.format_digests(computed)}
+        return {"Repr-Digest": ietf.format_digests({want: await self.digests.of(upload, want)})}
 
-    async def _digest(self, upload: Upload, algorithms: set[str]) -> dict[str, bytes]:
-        """Digests of the stored bytes, read back in chunks and hashed on a worker thread."""
-        hashers = {name: DIGEST_ALGORITHMS[name]() for name in algorithms}
-        loop = asyncio.get_running_loop()
-        async for chunk in self.tus.data.read(upload.id, 0, upload.offset):
-            await loop.run_in_executor(None, _feed, list(hashers.values()), chunk)
-        return {name: hasher.digest() for name, hasher in hashers.items()}
+    async def _cancel(
+        self, upload: Upload, why: str, error: p.Error = p.ERR_INCONSISTENT_LENGTH, **headers: str
+    ) -> p.TusError:
+        """The error for a request that ends the upload by the draft's rules (I-05, I-33), once
+        the upload is cancelled: as for a DELETE, pre-terminate is asked first. A refusal, or
+        a hook that fails, keeps the upload as it is (nothing is deleted); the request is
+        refused either way (issue 13, item 3). The caller holds the upload's lock."""
+        try:
+            await self.tus.hooks.pre_terminate(upload)
+        except p.TusError:
+            return error(f"{why}: the upload was kept (the server refused to cancel it)", **headers)
+        await self.tus._terminate(upload)
+        return error(f"{why}: the upload was cancelled", **headers)
+
+    @staticmethod
+    def _check_representable(upload: Upload) -> None:
+        """A tus upload may be longer than the draft's fields can say: a 413, before anything (issue 13, item 15)."""
+        ietf.check_length(max(upload.offset, upload.bound or 0))
 
     @staticmethod
     def _content_digest(request: Request) -> tuple[Hasher, bytes] | None:

@@ -107,6 +107,8 @@ ERR_INVALID_PARTIAL_UPLOAD = Error(415, "ERR_INVALID_CONTENT_TYPE", "Content-Typ
 ERR_INVALID_DIGEST = Error(400, "ERR_INVALID_DIGEST", "invalid Content-Digest, Repr-Digest or Want-Repr-Digest header")
 ERR_CONTENT_DIGEST_MISMATCH = Error(400, "ERR_CONTENT_DIGEST_MISMATCH", "Content-Digest does not match the content: nothing was appended")
 ERR_REPR_DIGEST_MISMATCH = Error(400, "ERR_REPR_DIGEST_MISMATCH", "Repr-Digest does not match the uploaded representation: the upload failed")
+ERR_INVALID_CONTENT_DISPOSITION = Error(400, "ERR_INVALID_CONTENT_DISPOSITION", "Content-Disposition filename* has a charset other than UTF-8 or ISO-8859-1, or does not decode in it")
+ERR_DRAFT_LENGTH_TOO_LARGE = Error(413, "ERR_DRAFT_LENGTH_TOO_LARGE", "the upload's length is beyond 999999999999999, the largest the draft's fields can carry: use tus")
 # Hooks (see hooks/). A hook that rejects may answer with its own status (4xx/5xx) and message;
 # the code stays the one below. A hook that fails or times out gives the 5xx rows.
 ERR_UPLOAD_REJECTED = Error(400, "ERR_UPLOAD_REJECTED", "upload rejected by the server's hook")

@@ -169,3 +169,13 @@ async def test_sqlite_database_from_before_the_draft_columns_is_migrated(tmp_pat
         assert new is not None and new.expected_length == 7
     finally:
         await store.close()
+
+
+async def test_digests_are_kept_only_with_a_complete_record(store: StateStore) -> None:
+    await store.create(upload(length=4))
+    assert not await store.record_digests("u1", "sha-256=:AAAA:")  # not complete: its bytes may change
+    await store.commit_offset("u1", 0, 4, None)
+    assert await store.record_digests("u1", "sha-256=:AAAA:")
+    record = await store.get("u1")
+    assert record is not None and record.digests == "sha-256=:AAAA:"
+    assert not await store.record_digests("missing", "sha-256=:AAAA:")

@@ -46,6 +46,7 @@ class Upload:
     expected_length: int | None = None
     repr_digest: str | None = None  # Repr-Digest sent at creation (sf-dictionary), checked at completion
     want_repr_digest: str | None = None  # the algorithm Want-Repr-Digest asked for at creation
+    digests: str | None = None  # digests of a complete upload's bytes (sf-dictionary), once known: digests.py
 
     @property
     def bound(self) -> int | None:
@@ -78,6 +79,7 @@ class Upload:
             "expected_length": "" if self.expected_length is None else str(self.expected_length),
             "repr_digest": self.repr_digest or "",
             "want_repr_digest": self.want_repr_digest or "",
+            "digests": self.digests or "",
         }
 
     @classmethod
@@ -96,6 +98,7 @@ class Upload:
             expected_length=int(fields["expected_length"]) if fields.get("expected_length") else None,
             repr_digest=fields.get("repr_digest") or None,
             want_repr_digest=fields.get("want_repr_digest") or None,
+            digests=fields.get("digests") or None,
         )
 
     def replace(self, **changes: object) -> Upload:
@@ -156,6 +159,10 @@ class StateStore(Protocol):
     async def expect_length(self, upload_id: str, length: int) -> bool:
         """Record the length a draft client announced (`Upload.expected_length`) once; it
         completes nothing. False if one was already recorded, or it is below the offset."""
+
+    async def record_digests(self, upload_id: str, digests: str) -> bool:
+        """Keep the digests of a complete upload's bytes (`Upload.digests`) with its record;
+        False if the record is gone or not complete."""
 
     async def claim(self, upload_id: str, event: str) -> bool:
         """Record that `event` (e.g. FINISH_ANNOUNCED) happened to the upload.

@@ -46,12 +46,12 @@ RESERVE_RETRY_SECONDS = 60.0
 
 _COLUMNS = (
     "id", "length", "offset", "metadata", "created", "expires", "concat", "partial", "parts", "state",
-    "expected_length", "repr_digest", "want_repr_digest",
+    "expected_length", "repr_digest", "want_repr_digest", "digests",
 )  # fmt: skip
 _INSERT = f"INSERT OR IGNORE INTO uploads ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
 FRESH_MAX = 1024  # records of uploads just created kept for their first read (module docstring)
 # Columns added after the first release, with their types: ALTER TABLE adds them to older databases.
-_ADDED_COLUMNS = {"expected_length": "INTEGER", "repr_digest": "TEXT", "want_repr_digest": "TEXT"}
+_ADDED_COLUMNS = {"expected_length": "INTEGER", "repr_digest": "TEXT", "want_repr_digest": "TEXT", "digests": "TEXT"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     state TEXT NOT NULL,
     expected_length INTEGER,
     repr_digest TEXT,
-    want_repr_digest TEXT
+    want_repr_digest TEXT,
+    digests TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS claims (
@@ -235,6 +236,7 @@ class LocalStateStore:
             upload.expected_length,
             upload.repr_digest,
             upload.want_repr_digest,
+            upload.digests,
         )
 
     @staticmethod
@@ -254,6 +256,7 @@ class LocalStateStore:
             expected_length=values["expected_length"],
             repr_digest=values["repr_digest"],
             want_repr_digest=values["want_repr_digest"],
+            digests=values["digests"],
         )
 
     async def create(self, upload: Upload) -> bool:
@@ -335,6 +338,14 @@ class LocalStateStore:
                 " WHERE id = ? AND expected_length IS NULL AND offset <= ? AND state != ?",
                 (length, upload_id, length, EXPIRED),
             )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def record_digests(self, upload_id: str, digests: str) -> bool:
+        self._written(upload_id)
+        def run(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("UPDATE uploads SET digests = ? WHERE id = ? AND state = ?", (digests, upload_id, FINISHED))
             return cursor.rowcount == 1
 
         return await self._run(run)

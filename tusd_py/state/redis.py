@@ -76,6 +76,13 @@ redis.call('HSET', KEYS[1], 'expected_length', ARGV[1])
 return 1
 """
 
+# ARGV: digests. Kept only with a record that is complete (its bytes never change again).
+_RECORD_DIGESTS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'finished' then return 0 end
+redis.call('HSET', KEYS[1], 'digests', ARGV[1])
+return 1
+"""
+
 # ARGV: now, id, tombstone seconds. ZREM is the claim: only one caller, on any instance, wins it.
 _MARK_EXPIRED = """
 local expires = redis.call('HGET', KEYS[1], 'expires')
@@ -166,6 +173,7 @@ class RedisStateStore:
         self._expect_length = self.scripts.register(_EXPECT_LENGTH)
         self._mark_expired = self.scripts.register(_MARK_EXPIRED)
         self._claim = self.scripts.register(_CLAIM)
+        self._record_digests = self.scripts.register(_RECORD_DIGESTS)
         self._create_final = self.scripts.register(_CREATE_FINAL)
         self._finish_final = self.scripts.register(_FINISH_FINAL)
         self._drop_final = self.scripts.register(_DROP_FINAL)
@@ -227,6 +235,9 @@ class RedisStateStore:
 
     async def expect_length(self, upload_id: str, length: int) -> bool:
         return bool(await self._expect_length(keys=[self.key(upload_id)], args=[str(length)]))
+
+    async def record_digests(self, upload_id: str, digests: str) -> bool:
+        return bool(await self._record_digests(keys=[self.key(upload_id)], args=[digests]))
 
     async def claim(self, upload_id: str, event: str) -> bool:
         return bool(await self._claim(keys=[self.key(upload_id)], args=[_claim_field(event)]))
