@@ -1,8 +1,15 @@
 """The fields of the IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload).
 
 A request speaks the draft when it carries `Upload-Draft-Interop-Version` with a
-version served here: 6 (drafts -04 and -05, tus-js-client's `ietf-draft-05`) or
-8 (drafts -09 to the latest text). Anything else is a tus 1.0.0 request.
+version served here: 6 (drafts -04 and -05, tus-js-client's `ietf-draft-05`), 8
+(drafts -09 to -11) or 9 (drafts -12 to the latest text). Anything else is a tus
+1.0.0 request.
+
+What 9 changes for a server (SPEC_NOTES.md, issue 16): `Upload-Complete` on a
+creation or append response says whose semantics it carries, so every error there
+is `?0` but a failed representation (`UPLOAD_COMPLETE_ERRORS`); the
+`completed-upload` problem type is gone; OPTIONS on the creation URI drops
+`Accept-Patch`; GET is offset retrieval like HEAD.
 
 This module parses the draft's request fields and shapes its response fields and
 errors; it knows nothing about stores. `ietf_handler.py` applies the rules.
@@ -32,8 +39,8 @@ from tusd_py.config import Config
 from tusd_py.server import INFORMATIONAL
 from tusd_py.state.base import Upload
 
-VERSIONS = (6, 8)
-LATEST = 8
+VERSIONS = (6, 8, 9)
+LATEST = 9
 PARTIAL_UPLOAD = "application/partial-upload"
 DRAFT_FIELDS = ("upload-offset", "upload-complete", "upload-length")
 PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
@@ -43,6 +50,9 @@ PROBLEMS = {
     p.ERR_INCONSISTENT_LENGTH.code: ("inconsistent-upload-length", "inconsistent length values for upload"),
     p.ERR_UPLOAD_COMPLETED.code: ("completed-upload", "upload is already completed"),
 }
+# Interop 9: the errors on creation and append that come from processing the representation
+# (`Upload-Complete: ?1`, the client must not resume); every other one is the protocol's (`?0`).
+UPLOAD_COMPLETE_ERRORS = frozenset({p.ERR_REPR_DIGEST_MISMATCH.code})
 _VERSION_RE = re.compile(r"[0-9]{1,3}")
 # Content types that label the transfer, not the representation (tus-js-client sends
 # application/partial-upload on a creation request that carries data).
@@ -293,9 +303,13 @@ def error_response(error: p.TusError, request: Request, version: int, limit: str
     if error.status == 413:
         headers["Upload-Limit"] = limit
     headers.update(error.headers)
+    if version >= 9 and request.method in ("POST", "PATCH"):  # whose semantics the answer carries (-12)
+        headers["Upload-Complete"] = ser(error.code in UPLOAD_COMPLETE_ERRORS)
     body = b""
     media_type = "text/plain; charset=utf-8"
     problem = PROBLEMS.get(error.code)
+    if version >= 9 and error.code == p.ERR_UPLOAD_COMPLETED.code:
+        problem = None  # -12 removed the `completed-upload` problem type
     if problem is not None:
         document: dict[str, object] = {"type": PROBLEM_BASE + problem[0], "title": problem[1], "detail": error.message}
         if error.code == p.ERR_MISMATCHED_OFFSET.code:

@@ -85,7 +85,10 @@ class IetfHandler:
     async def options(self, request: Request, version: int) -> Response:
         response = await self.tus.options(request)
         response.headers["Upload-Limit"] = ietf.upload_limit(self.config, version)
-        response.headers["Accept-Patch"] = ietf.PARTIAL_UPLOAD  # drafts -10 to -12 ask for it
+        # Drafts -10 and -11 asked for it on the creation URI; -12 dropped it there (PATCH does not
+        # work on that URI, #3440). On an upload resource it stays true: PATCH takes that type.
+        if version < 9 or "upload_id" in request.path_params:
+            response.headers["Accept-Patch"] = ietf.PARTIAL_UPLOAD
         response.headers["Upload-Draft-Interop-Version"] = str(version)
         return response
 
@@ -152,6 +155,11 @@ class IetfHandler:
                         upload, digest = await self._complete(request, upload, lock)
             except LockTimeout:
                 raise p.ERR_UPLOAD_LOCKED(Location=location) from None
+            except p.TusError as error:
+                error = self._limited(error, version, upload)
+                if version >= 9 and all(name != "Location" for name, _ in error.headers):
+                    error = error.with_headers(Location=location)  # resumable (`?0`) even without the 104
+                raise error from None
         headers.update(ietf.state_headers(upload, version), **digest)
         headers["Upload-Limit"] = ietf.upload_limit(self.config, version, upload)
         return Response(status_code=201, headers=headers)
@@ -202,17 +210,22 @@ class IetfHandler:
             self._check_representable(upload)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
+            if version >= 9 and fields.offset != upload.offset:  # -12: also on a completed upload (a MUST)
+                raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset), Upload_Complete="?0")
             if upload.finished:
                 return await self._append_to_complete(request, version, upload, fields, has_body)
             if fields.offset != upload.offset:
                 raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset), Upload_Complete="?0")
-            upload = await self._record_length(upload, fields, version)
-            if has_body:
-                await self._check_fits(upload, fields.content_length, version)
-                result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
-                upload = result.upload
-                if result.error is not None:
-                    raise await self._body_error(result, version)
+            try:
+                upload = await self._record_length(upload, fields, version)
+                if has_body:
+                    await self._check_fits(upload, fields.content_length, version)
+                    result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
+                    upload = result.upload
+                    if result.error is not None:
+                        raise await self._body_error(result, version)
+            except p.TusError as error:
+                raise self._limited(error, version, upload) from None
             if fields.complete:
                 upload, digest = await self._complete(request, upload, lock)
         headers = self._answer_headers(upload, version)
@@ -225,7 +238,10 @@ class IetfHandler:
     async def _append_to_complete(
         self, request: Request, version: int, upload: Upload, fields: ietf.Fields, has_body: bool
     ) -> Response:
-        """An append to an upload already complete changes nothing (I-26)."""
+        """An append to an upload already complete changes nothing (I-26). From -12 on (interop 9)
+        nothing must be rejected as such: the valid request (the completing one again) is
+        answered with the final response again, anything else is refused as what it is, a
+        request of the upload protocol (`Upload-Complete: ?0`, no `completed-upload` problem)."""
         if version >= 7 and fields.complete and not has_body and fields.offset == upload.offset:
             # The completing request's response was lost: answer it again.
             headers = self._answer_headers(upload, version)
@@ -246,11 +262,14 @@ class IetfHandler:
         return response
 
     async def get(self, request: Request, version: int) -> Response:
-        """The bytes so far (tus-py's download), with the offset fields (a GET may retrieve the offset, -12+)."""
+        """The bytes so far (tus-py's download), with the offset fields: from -12 on (interop 9)
+        a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
         upload = await self.tus._load(request.path_params["upload_id"])
         self._check_representable(upload)
         response = download_response(request, upload, self.tus.data)
         response.headers.update(self._answer_headers(upload, version))
+        if version >= 9:
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     # -- the rules -----------------------------------------------------------------
@@ -377,6 +396,12 @@ class IetfHandler:
             return error(f"{why}: the upload was kept (the server refused to cancel it)", **headers)
         await self.tus._terminate(upload)
         return error(f"{why}: the upload was cancelled", **headers)
+
+    def _limited(self, error: p.TusError, version: int, upload: Upload) -> p.TusError:
+        """From -12 on, a 413 carries all limits of the upload resource (#3466): its time left too."""
+        if error.status == 413 and version >= 9 and all(name != "Upload-Limit" for name, _ in error.headers):
+            return error.with_headers(Upload_Limit=ietf.upload_limit(self.config, version, upload))
+        return error
 
     @staticmethod
     def _check_representable(upload: Upload) -> None:

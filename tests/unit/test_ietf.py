@@ -29,6 +29,11 @@ def test_interop_version(value: str, version: int | None) -> None:
     assert ietf.interop_version(h()) is None
 
 
+def test_interop_version_9_is_served_and_10_is_not() -> None:
+    assert ietf.interop_version(h(Upload_Draft_Interop_Version="9")) == 9
+    assert ietf.interop_version(h(Upload_Draft_Interop_Version="10")) is None
+
+
 @pytest.mark.parametrize(("value", "parsed"), [("?1", True), ("?0", False), ("?1;a=1", True), ("1", None), ("?2", None), ("true", None), ("?1, ?0", None)])
 def test_upload_complete_is_an_sf_boolean_and_invalid_values_are_ignored(value: str, parsed: bool | None) -> None:
     assert ietf.boolean(h(Upload_Complete=value), "upload-complete") is parsed
