@@ -5,7 +5,6 @@ kept with the record, and hostile ranges, charsets and lengths get a clear 4xx, 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import time
@@ -18,33 +17,11 @@ from http_sf import parse
 from tests import draft_client as d
 from tests.draft_client import INTEROP, PARTIAL
 from tests.e2e.hookutil import metadata, of_type, read_events, wait_until
+from tests.e2e.test_ietf import append as draft_append, create as draft_create, digest_field, head as draft_head, path_of
 from tests.support import TUS, TusServer, create as tus_create, patch as tus_patch
 
 MODULE = "tests.hooks_recorder"
 TOO_LONG = 10**16  # past 999999999999999, the largest sf-Integer
-
-
-def path_of(location: str) -> str:
-    return "/files/" + location.rsplit("/", 1)[1]
-
-
-def draft_create(srv: TusServer, body: bytes = b"", *, complete: bool = False, **headers: str) -> d.Exchange:
-    hdrs = {**INTEROP, "Upload-Complete": "?1" if complete else "?0", **{k.replace("_", "-"): v for k, v in headers.items()}}
-    return d.request(srv.port, "POST", "/files/", hdrs, body)
-
-
-def draft_append(srv: TusServer, path: str, offset: int, body: bytes = b"", *, complete: bool = False, **headers: str) -> d.Exchange:
-    hdrs = {**INTEROP, "Upload-Offset": str(offset), "Upload-Complete": "?1" if complete else "?0", "Content-Type": PARTIAL}
-    hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
-    return d.request(srv.port, "PATCH", path, hdrs, body)
-
-
-def draft_head(srv: TusServer, path: str, **headers: str) -> d.Exchange:
-    return d.request(srv.port, "HEAD", path, {**INTEROP, **{k.replace("_", "-"): v for k, v in headers.items()}})
-
-
-def sha(algorithm: str, data: bytes) -> str:
-    return f"{algorithm}=:{base64.b64encode(hashlib.new(algorithm.replace('-', ''), data).digest()).decode()}:"
 
 
 # -- item 3: the draft's own cancellations ask pre-terminate ------------------------------
@@ -65,7 +42,7 @@ def test_draft_cancellations_ask_pre_terminate_and_a_refusal_deletes_nothing(mak
     assert draft_append(srv, overflow, 2, b"345").status == 400
     streamed = path_of(draft_create(srv, b"12", Upload_Length="4", Upload_Metadata=kept).headers["location"])
     assert draft_append(srv, streamed, 2, d.chunked(b"34", b"56"), Transfer_Encoding="chunked").status == 400
-    digest = path_of(draft_create(srv, b"ab", Repr_Digest=sha("sha-256", b"other"), Upload_Metadata=kept).headers["location"])
+    digest = path_of(draft_create(srv, b"ab", Repr_Digest=digest_field("sha-256", b"other"), Upload_Metadata=kept).headers["location"])
     refused = draft_append(srv, digest, 2, b"cd", complete=True)
     assert refused.status == 400 and b"ERR_REPR_DIGEST_MISMATCH" in refused.body and b"kept" in refused.body
     for path in (overflow, streamed, digest):

@@ -16,28 +16,23 @@ from http_sf import parse
 from tests import draft_client as d
 from tests.draft_client import INTEROP, INTEROP_6, PARTIAL
 from tests.e2e.hookutil import metadata
+from tests.e2e import test_ietf as draft
+from tests.e2e.test_ietf import path_of
 from tests.support import TUS, TusServer
 
 V9 = {"Upload-Draft-Interop-Version": "9"}
 
 
-def path_of(location: str) -> str:
-    return "/files/" + location.rsplit("/", 1)[1]
+def create(srv: TusServer, body: bytes = b"", **kwargs: object) -> d.Exchange:
+    return draft.create(srv, body, **{"version": V9, **kwargs})  # type: ignore[arg-type]
 
 
-def create(srv: TusServer, body: bytes = b"", *, complete: bool = False, version: dict[str, str] = V9, **headers: str) -> d.Exchange:
-    hdrs = {**version, "Upload-Complete": "?1" if complete else "?0", **{k.replace("_", "-"): v for k, v in headers.items()}}
-    return d.request(srv.port, "POST", "/files/", hdrs, body)
-
-
-def append(srv: TusServer, path: str, offset: int, body: bytes = b"", *, complete: bool = False, version: dict[str, str] = V9, **headers: str) -> d.Exchange:
-    hdrs = {**version, "Upload-Offset": str(offset), "Upload-Complete": "?1" if complete else "?0", "Content-Type": PARTIAL}
-    hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
-    return d.request(srv.port, "PATCH", path, hdrs, body)
+def append(srv: TusServer, path: str, offset: int, body: bytes = b"", **kwargs: object) -> d.Exchange:
+    return draft.append(srv, path, offset, body, **{"version": V9, **kwargs})  # type: ignore[arg-type]
 
 
 def head(srv: TusServer, path: str, version: dict[str, str] = V9, **headers: str) -> d.Exchange:
-    return d.request(srv.port, "HEAD", path, {**version, **{k.replace("_", "-"): v for k, v in headers.items()}})
+    return draft.head(srv, path, version, **headers)
 
 
 def limits(exchange: d.Exchange | d.Message) -> dict:
