@@ -1,9 +1,15 @@
-"""The `tusd-py` command: flags (or TUSD_PY_<FLAG> variables) -> Config -> uvicorn."""
+"""The `tusd-py` command: flags (or TUSD_PY_<FLAG> variables) -> Config -> uvicorn.
+
+Every option but `--workers` is a Config field, built here from the field's
+declaration in `config.py` (default, help, bounds): nothing is written twice.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -12,72 +18,88 @@ from tusd_py.config import Config
 from tusd_py.logs import configure_logging
 from tusd_py.server import serve
 
-
-def _list(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+_HINTS = typing.get_type_hints(Config)
 
 
-def _origins(value: str) -> tuple[str, ...]:
-    return tuple(origin.strip() for origin in value.split(",") if origin.strip()) or ("*",)
+def flag_name(field: dataclasses.Field[Any]) -> str:
+    """The option's name without dashes: the field's, unless the setting names another."""
+    return str(field.metadata.get("flag") or field.name.replace("_", "-"))
 
 
-@click.command(context_settings={"auto_envvar_prefix": "TUSD_PY", "show_default": True})
-@click.option("--host", default="127.0.0.1", show_envvar=True, help="Address to listen on.")
-@click.option("--port", default=1080, type=int, show_envvar=True, help="Port to listen on.")
-@click.option("--base-path", default="/files/", show_envvar=True, help="URL path of the creation endpoint.")
-@click.option("--dir", "data_dir", default="./data", type=click.Path(path_type=Path), show_envvar=True, help="Where upload data (and the embedded state) is stored.")
-@click.option("--redis-url", default=None, show_envvar=True, help="Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state.")
-@click.option("--redis-timeout", default=2.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds a Redis call may take before the request gets 503 (tried twice).")
-@click.option("--max-size", default=0, type=click.IntRange(min=0), show_envvar=True, help="Largest upload in bytes (0 = no limit).")
-@click.option("--expire-after", default=86400.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds an unfinished upload lives after its last write (0 = never).")
-@click.option("--cors-origins", default="*", show_envvar=True, help="Comma-separated origins allowed by CORS, or *.")
-@click.option("--behind-proxy/--no-behind-proxy", default=False, show_envvar=True, help="Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
-@click.option("--fsync/--no-fsync", default=False, show_envvar=True, help="fsync data (and state) before committing an offset.")
-@click.option("--direct-io/--no-direct-io", default=True, show_envvar=True, help="Write large batches with O_DIRECT, past the page cache (faster where the page cache is slow to grow, e.g. some VMs).")
-@click.option("--network-timeout", default=60.0, type=click.FloatRange(min=0), show_envvar=True, help="Idle seconds allowed between reads of a request body.")
-@click.option("--max-concurrent-uploads", default=0, type=click.IntRange(min=0), show_envvar=True, help="Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).")
-@click.option("--max-concat-parts", default=1000, type=click.IntRange(min=1), show_envvar=True, help="Most partial uploads one final upload may list.")
-@click.option("--max-metadata-size", default=16384, type=click.IntRange(min=0), show_envvar=True, help="Largest Upload-Metadata header in bytes.")
-@click.option("--max-metadata-keys", default=64, type=click.IntRange(min=0), show_envvar=True, help="Most keys in Upload-Metadata.")
-@click.option("--max-header-size", default=65536, type=click.IntRange(min=1024), show_envvar=True, help="Largest request head (request line and headers) in bytes; 431 above.")
-@click.option("--sweep-interval", default=60.0, type=click.FloatRange(min=0.1), show_envvar=True, help="Seconds between looks for expired uploads.")
-@click.option("--lock-wait", default=3.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds a request waits for a busy upload before 423.")
-@click.option("--hooks-module", default=None, show_envvar=True, help="Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks.")
-@click.option("--hooks-http", default=None, show_envvar=True, help="URL each hook event is POSTed to as JSON.")
-@click.option("--hooks-http-forward-headers", default="", show_envvar=True, help="Comma-separated client request headers copied onto webhook requests.")
-@click.option("--hooks-http-timeout", default=10.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds one webhook attempt may take.")
-@click.option("--hooks-http-retries", default=2, type=click.IntRange(min=0), show_envvar=True, help="Further attempts after a webhook failed.")
-@click.option("--hooks-http-backoff", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="Seconds before the first webhook retry; doubles with each.")
-@click.option("--hooks-redis-stream", default=None, show_envvar=True, help="Redis stream that post-create, post-finish and post-terminate events are added to.")
-@click.option("--hooks-redis-url", default=None, show_envvar=True, help="Redis of --hooks-redis-stream (default: --redis-url).")
-@click.option("--hooks-enabled-events", default=",".join(Config.hooks_events), show_envvar=True, help="Comma-separated hook events to send.")
-@click.option("--hooks-timeout", default=30.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds a blocking hook may take in all before the request fails with 504.")
-@click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
-@click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
-@click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
-@click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
-@click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
-@click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
-@click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
-@click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
-@click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
-def main(workers: int, **options: Any) -> None:
+def env_names(field: dataclasses.Field[Any]) -> list[str]:
+    """TUSD_PY_<FIELD>, and TUSD_PY_<FLAG> when the flag has another name (--dir, --hooks-enabled-events)."""
+    names = [f"TUSD_PY_{field.name.upper()}"]
+    other = "TUSD_PY_" + flag_name(field).replace("-", "_").upper()
+    return names + [other] if other not in names else names
+
+
+def _option(field: dataclasses.Field[Any]) -> Callable[[Any], Any]:
+    """The click option of one Config field."""
+    meta = field.metadata
+    hint = _HINTS[field.name]
+    name = flag_name(field)
+    common: dict[str, Any] = {"show_envvar": True, "envvar": env_names(field), "help": meta["help"]}
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+    minimum = meta.get("minimum")
+    kind: Any
+    if hint is bool:
+        return click.option(f"--{name}/--no-{name}", field.name, default=default, **common)
+    if hint is int:
+        kind = click.IntRange(min=int(minimum)) if minimum is not None else int
+    elif hint is float:
+        kind = click.FloatRange(min=minimum) if minimum is not None else float
+    elif hint is Path:
+        kind = click.Path(path_type=Path)
+        default = str(default)
+    elif meta.get("choices"):
+        kind = click.Choice(list(meta["choices"]))
+    elif typing.get_origin(hint) is tuple:
+        kind, default = str, ",".join(default)
+    else:  # str, or str | None
+        kind = str
+    return click.option(f"--{name}", field.name, default=default, type=kind, **common)
+
+
+def config_from_options(options: dict[str, Any]) -> Config:
+    """The click values, as Config fields: lists split on commas, empty optional strings unset."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Config):
+        value = options[field.name]
+        hint = _HINTS[field.name]
+        if typing.get_origin(hint) is tuple:
+            items = tuple(item.strip() for item in str(value).split(",") if item.strip())
+            value = items or field.metadata.get("if_empty") or ()
+        elif type(None) in typing.get_args(hint):
+            value = value or None  # an empty TUSD_PY_* variable means unset
+        values[field.name] = value
+    return Config(**values)
+
+
+def _run(workers: int, **options: Any) -> None:
     """Serve tus 1.0.0 resumable uploads."""
     if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
-    # Every other option is a Config field of the same name; these few need their shape changed.
-    options["cors_origins"] = _origins(options["cors_origins"])
-    options["hooks_http_forward_headers"] = _list(options["hooks_http_forward_headers"])
-    options["hooks_events"] = _list(options.pop("hooks_enabled_events"))
-    for name in ("redis_url", "hooks_module", "hooks_http", "hooks_redis_stream", "hooks_redis_url"):
-        options[name] = options[name] or None  # an empty TUSD_PY_* variable means unset
-    config = Config(**options)
+    config = config_from_options(options)
     configure_logging(config.log_level, config.log_format)
     click.echo(f"tusd-py serving http://{config.host}:{config.port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
     click.echo(f"  data directory: {config.data_dir.resolve()}")
     click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")
     serve(config, workers)  # each process builds its own app
+
+
+def _command() -> click.Command:
+    command: Any = _run
+    command = click.option(
+        "--workers", default=1, type=click.IntRange(min=1), show_envvar=True,
+        help="Server processes sharing the port (more than 1 needs --redis-url).",
+    )(command)
+    for field in reversed(dataclasses.fields(Config)):  # decorators apply inside out: --help lists them in order
+        command = _option(field)(command)
+    return click.command(context_settings={"auto_envvar_prefix": "TUSD_PY", "show_default": True}, name="tusd-py")(command)
+
+
+main = _command()
 
 
 if __name__ == "__main__":

@@ -1,63 +1,127 @@
-"""Every setting of the server in one place, with its default.
+"""Every setting of the server in one place: its default, its help text, its flag.
 
-The command line (`cli.py`) fills this in from flags and `TUSD_PY_*` variables;
-tests build it directly and pass it to `create_app`.
+`Config` is what the app is built from (`create_app(Config(...))` in tests). Each
+field is declared with `setting(default, help, ...)`, and the command line
+(`cli.py`) is built from these declarations: one `--flag` and one `TUSD_PY_FLAG`
+variable per field, so a default or a help text is never written twice and no
+setting is out of reach of the CLI.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+HOOK_EVENTS = (
+    "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
+)
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    if_empty: Any = None,
+) -> Any:
+    """A Config field with what the CLI needs to offer it.
+
+    `flag` when the flag is not the field's name with dashes; `minimum` and `choices`
+    bound what the CLI accepts. List settings (tuples) are comma-separated there, and
+    an empty list is `if_empty` when given; an empty value of an optional setting is None.
+    """
+    metadata = {"help": help, "flag": flag, "minimum": minimum, "choices": choices, "if_empty": if_empty}
+    if isinstance(default, Path):
+        return dataclasses.field(default_factory=lambda: Path(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass
 class Config:
-    host: str = "127.0.0.1"
-    port: int = 1080
-    base_path: str = "/files/"
-    data_dir: Path = field(default_factory=lambda: Path("./data"))
-    redis_url: str | None = None  # None: the embedded SQLite state store
-    redis_prefix: str = "tusd-py:"
-    redis_timeout: float = 2.0  # seconds one Redis call may take (connect or read) before it counts as failed (503)
-    max_size: int = 0  # bytes; 0 = no limit
-    expire_after: float = 86400.0  # seconds an unfinished upload lives after its last write; 0 = never
-    sweep_interval: float = 60.0  # how often expired uploads are looked for
-    cors_origins: tuple[str, ...] = ("*",)
-    behind_proxy: bool = False
-    fsync: bool = False
-    log_level: str = "info"
-    lock_wait: float = 3.0  # how long a request waits for an upload's lock before 423
-    release_grace: float = 1.0  # how long a busy holder may go on after another request asks for its lock
-    network_timeout: float = 60.0  # idle seconds allowed between two reads of a request body
-    max_header_size: int = 64 * 1024  # bytes of request line and headers; 431 above
-    max_metadata_size: int = 16 * 1024  # bytes of Upload-Metadata; 400 above
-    max_metadata_keys: int = 64
-    max_concat_parts: int = 1000  # partial uploads one final upload may list; 400 above
-    max_concurrent_uploads: int = 0  # request bodies streaming at once per instance; 429 above; 0 = no cap
-    shutdown_timeout: float = 10.0  # graceful shutdown: how long in-flight requests get to finish
-    write_batch_size: int = 1024 * 1024  # bytes gathered before one positional write
-    direct_io: bool = True  # large writes with O_DIRECT, past the page cache (storage/files.py)
-    # Hooks (see hooks/ and docs/hooks.md)
-    hooks_module: str | None = None  # a Python module with functions named after the events
-    hooks_http: str | None = None  # a URL each event is POSTed to as JSON
-    hooks_http_forward_headers: tuple[str, ...] = ()  # client request headers copied onto webhook requests
-    hooks_http_timeout: float = 10.0  # seconds one webhook attempt may take
-    hooks_http_retries: int = 2  # further attempts after a webhook failed (5xx, network error, timeout)
-    hooks_http_backoff: float = 1.0  # seconds before the first retry; doubles with each
-    hooks_redis_stream: str | None = None  # a Redis stream post-* events are added to (XADD)
-    hooks_redis_url: str | None = None  # the Redis of that stream; default: redis_url
-    hooks_events: tuple[str, ...] = (
-        "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(1080, "Port to listen on.")
+    base_path: str = setting("/files/", "URL path of the creation endpoint.")
+    data_dir: Path = setting(Path("./data"), "Where upload data (and the embedded state) is stored.", flag="dir")
+    redis_url: str | None = setting(
+        None, "Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state."
     )
-    hooks_timeout: float = 30.0  # seconds a blocking hook may take in all (retries included) before 504
-    progress_interval: float = 1.0  # post-receive: at most once per this many seconds per upload
+    redis_prefix: str = setting("tusd-py:", "Prefix of every Redis key (several deployments can share one Redis).")
+    redis_timeout: float = setting(
+        2.0, "Seconds a Redis call may take before the request gets 503 (tried twice).", minimum=0.1
+    )
+    max_size: int = setting(0, "Largest upload in bytes (0 = no limit).", minimum=0)
+    expire_after: float = setting(
+        86400.0, "Seconds an unfinished upload lives after its last write (0 = never).", minimum=0
+    )
+    sweep_interval: float = setting(60.0, "Seconds between looks for expired uploads.", minimum=0.1)
+    cors_origins: tuple[str, ...] = setting(("*",), "Comma-separated origins allowed by CORS, or *.", if_empty=("*",))
+    behind_proxy: bool = setting(False, "Trust X-Forwarded-Host/-Proto and Forwarded when building upload URLs.")
+    fsync: bool = setting(False, "fsync data (and state) before committing an offset.")
+    log_level: str = setting("info", "How much to log.", choices=("critical", "error", "warning", "info", "debug"))
+    lock_wait: float = setting(3.0, "Seconds a request waits for a busy upload before 423.", minimum=0)
+    release_grace: float = setting(
+        1.0, "Seconds a busy holder may go on streaming after another request asked for its lock.", minimum=0
+    )
+    network_timeout: float = setting(60.0, "Idle seconds allowed between reads of a request body.", minimum=0)
+    max_header_size: int = setting(
+        64 * 1024, "Largest request head (request line and headers) in bytes; 431 above.", minimum=1024
+    )
+    max_metadata_size: int = setting(16 * 1024, "Largest Upload-Metadata header in bytes.", minimum=0)
+    max_metadata_keys: int = setting(64, "Most keys in Upload-Metadata.", minimum=0)
+    max_concat_parts: int = setting(1000, "Most partial uploads one final upload may list.", minimum=1)
+    max_concurrent_uploads: int = setting(
+        0, "Request bodies streaming at once on this instance; more get 429 + Retry-After (0 = no cap).", minimum=0
+    )
+    shutdown_timeout: float = setting(
+        10.0, "Graceful shutdown: seconds in-flight requests get to finish.", minimum=0
+    )
+    write_batch_size: int = setting(1024 * 1024, "Bytes gathered before one positional write.", minimum=1)
+    direct_io: bool = setting(
+        True,
+        "Write large batches with O_DIRECT, past the page cache (faster where the page cache is slow to grow, e.g. some VMs).",
+    )
+    # Hooks (see hooks/ and docs/hooks.md)
+    hooks_module: str | None = setting(
+        None, "Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks."
+    )
+    hooks_http: str | None = setting(None, "URL each hook event is POSTed to as JSON.")
+    hooks_http_forward_headers: tuple[str, ...] = setting(
+        (), "Comma-separated client request headers copied onto webhook requests."
+    )
+    hooks_http_timeout: float = setting(10.0, "Seconds one webhook attempt may take.", minimum=0.001)
+    hooks_http_retries: int = setting(2, "Further attempts after a webhook failed.", minimum=0)
+    hooks_http_backoff: float = setting(1.0, "Seconds before the first webhook retry; doubles with each.", minimum=0)
+    hooks_redis_stream: str | None = setting(
+        None, "Redis stream that post-create, post-finish and post-terminate events are added to."
+    )
+    hooks_redis_url: str | None = setting(None, "Redis of --hooks-redis-stream (default: --redis-url).")
+    hooks_events: tuple[str, ...] = setting(HOOK_EVENTS, "Comma-separated hook events to send.", flag="hooks-enabled-events")
+    hooks_timeout: float = setting(
+        30.0, "Seconds a blocking hook may take in all before the request fails with 504.", minimum=0.001
+    )
+    progress_interval: float = setting(
+        1.0, "post-receive hooks: at most once per this many seconds per upload.", minimum=0
+    )
     # Operations
-    log_format: str = "text"  # or "json": one JSON object per line
-    expose_metrics: bool = True  # serve Prometheus metrics on /metrics
-    ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
-    ietf_draft: bool = True  # also serve the IETF resumable-upload draft (interop 6 and 8) on the same uploads
-    ietf_interim: bool = True  # send its 104 interim responses (off behind proxies that mishandle 1xx, e.g. nginx)
-    remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
+    log_format: str = setting("text", "Log lines as text or as JSON objects.", choices=("text", "json"))
+    expose_metrics: bool = setting(True, "Serve Prometheus metrics on /metrics.")
+    ui: bool = setting(True, "Serve the browser upload page (Uppy) at /.")
+    ietf_draft: bool = setting(
+        True,
+        "Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6, 8 or 9) on the same uploads.",
+    )
+    ietf_interim: bool = setting(
+        True,
+        "Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.",
+    )
+    remove_parts_after_concat: bool = setting(
+        False,
+        "Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).",
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
