@@ -1,11 +1,11 @@
-"""Assembles the ASGI app from a Config: stores, handler, routes, middleware, lifespan."""
+"""Assembles the ASGI app from a Config: stores, engine, protocols, routes, middleware, lifespan."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,14 +14,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tusd_py.config import Config
+from tusd_py.engine import UploadEngine
 from tusd_py.handlers import TusHandler
 from tusd_py.health import health_routes
 from tusd_py.hooks import build_hooks
-from tusd_py.locks.base import Locker
-from tusd_py.locks.memory import MemoryLocker
+from tusd_py.ietf_handler import IetfHandler
 from tusd_py.metrics import Metrics
 from tusd_py.middleware import TusMiddleware
-from tusd_py.routing import UploadRoutes
+from tusd_py.routing import ProtocolHandler, UploadRoutes
+from tusd_py.state.base import ExpiringStateStore, FullStateStore
 from tusd_py.state import open_state_store
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
@@ -53,51 +54,57 @@ EXPOSE_HEADERS = [
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})  # not counted, not logged
 
 
-def build_handler(config: Config) -> TusHandler:
-    state = open_state_store(config)
+def build_engine(config: Config) -> UploadEngine:
+    """The stores named by `config`, the hooks, and the engine on them."""
+    state, locker = open_state_store(config)
     data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size, direct=config.direct_io)
     metrics = Metrics()
     hooks = build_hooks(
         config, storage=lambda upload_id: {"type": data.name, "path": str(data.path(upload_id).resolve())}, metrics=metrics
     )
-    locker: Locker
-    if config.redis_url:
-        from tusd_py.locks.redis import RedisLocker
-        from tusd_py.state.redis import RedisStateStore
+    return UploadEngine(config, state, data, locker, hooks=hooks, metrics=metrics)
 
-        assert isinstance(state, RedisStateStore)
-        # The lock's acquiring script also reads the upload's record: one round trip for both.
-        locker = RedisLocker(state.client, prefix=config.redis_prefix, preload=state.key, scripts=state.scripts)
-    else:
-        locker = MemoryLocker()
-    return TusHandler(config, state, data, locker, hooks=hooks, metrics=metrics)
+
+def build_protocols(engine: UploadEngine) -> list[ProtocolHandler]:
+    """The protocols served, in the order the router asks them: the draft (when enabled and
+    the stores can keep its fields), then tus, which takes every other request."""
+    protocols: list[ProtocolHandler] = []
+    if engine.capabilities.draft:
+        protocols.append(IetfHandler(engine))
+    protocols.append(TusHandler(engine))
+    return protocols
 
 
 def create_app(config: Config) -> Starlette:
-    handler = build_handler(config)
-    sweeper = Sweeper(handler.state, handler.data, handler.locker, interval=config.sweep_interval, concat=handler.concat)
-    sweeper.on_expired.append(lambda upload_id: handler.metrics.uploads_expired.inc())
+    engine = build_engine(config)
+    sweeper = None
+    if isinstance(engine.state, ExpiringStateStore):
+        sweeper = Sweeper(cast(FullStateStore, engine.state), engine.data, engine.locker, interval=config.sweep_interval, concat=engine.concat)
+        sweeper.on_expired.append(lambda upload_id: engine.metrics.uploads_expired.inc())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(sweeper.run())  # expiry, and final uploads still waiting on parts
+        # expiry, and final uploads still waiting on parts
+        task = asyncio.create_task(sweeper.run()) if sweeper is not None else None
         try:
             yield
         finally:
-            handler.shutdown()
-            task.cancel()
-            await handler.concat.close()
-            await handler.hooks.close()
-            await handler.locker.close()
-            await handler.state.close()
+            engine.shutdown()
+            if task is not None:
+                task.cancel()
+            if engine.concat is not None:
+                await engine.concat.close()
+            await engine.hooks.close()
+            await engine.locker.close()
+            await engine.state.close()
 
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")
 
     base = config.base_path
-    ops_routes = health_routes(handler.state, handler.data, lambda: handler.shutting_down)
+    ops_routes = health_routes(engine.state, engine.data, lambda: engine.shutting_down)
     if config.expose_metrics:
-        ops_routes.append(Route("/metrics", handler.metrics.endpoint, methods=["GET"]))
+        ops_routes.append(Route("/metrics", engine.metrics.endpoint, methods=["GET"]))
     routes = list(ops_routes)
     if base != "/":
         routes += ui_routes(config) or [Route("/", greeting)]
@@ -109,9 +116,9 @@ def create_app(config: Config) -> Starlette:
         max_age=86400,
     )
     middleware = [
-        Middleware(TusMiddleware, metrics=handler.metrics, skip=OPS_PATHS, cors=cors),
+        Middleware(TusMiddleware, metrics=engine.metrics, skip=OPS_PATHS, cors=cors),
         # Upload URLs never reach the router; the operational ones are never upload URLs.
-        Middleware(UploadRoutes, handler=handler, base_path=base, reserved=frozenset(r.path for r in ops_routes)),
+        Middleware(UploadRoutes, engine=engine, protocols=build_protocols(engine), base_path=base, reserved=frozenset(r.path for r in ops_routes)),
     ]
     app = Starlette(
         routes=routes,
@@ -119,6 +126,6 @@ def create_app(config: Config) -> Starlette:
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # no path answers with a redirect (an upload URL never reaches the router)
-    app.state.tus = handler
+    app.state.engine = engine
     app.state.sweeper = sweeper
     return app

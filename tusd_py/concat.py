@@ -30,7 +30,7 @@ from typing import Awaitable, Callable, Coroutine
 from tusd_py import protocol as p
 from tusd_py.config import Config
 from tusd_py.locks.base import Locker, LockTimeout
-from tusd_py.state.base import CREATED, EXPIRED, StateStore, Upload
+from tusd_py.state.base import CREATED, EXPIRED, FullStateStore, StateUnavailable, Upload
 from tusd_py.storage.base import DataStore
 from tusd_py.urls import upload_id_from_url
 
@@ -52,7 +52,7 @@ class Concatenator:
     def __init__(
         self,
         config: Config,
-        state: StateStore,
+        state: FullStateStore,
         data: DataStore,
         locker: Locker,
         on_complete: Callable[[Upload], Awaitable[None]],
@@ -137,7 +137,7 @@ class Concatenator:
         except LockTimeout:
             logger.info("final upload %s: its locks are busy; the next sweep assembles it", final_id)
             return Outcome.WAITING
-        except OSError as exc:  # e.g. a full disk: nothing was marked complete, the next sweep retries
+        except (OSError, StateUnavailable) as exc:  # e.g. a full disk: nothing was marked complete, the next sweep retries
             logger.error("final upload %s: assembly failed (%s); the next sweep retries", final_id, exc)
             return Outcome.WAITING
         if isinstance(completed, Outcome):

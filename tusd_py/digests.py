@@ -20,8 +20,8 @@ import asyncio
 
 from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
 from tusd_py.ietf import format_digests, parse_repr_digest
-from tusd_py.state.base import StateStore, Upload
-from tusd_py.storage.base import DataStore
+from tusd_py.state.base import FullStateStore, Upload
+from tusd_py.storage.base import ReadableDataStore
 
 
 def _feed(hashers: list[Hasher], chunk: bytes) -> None:
@@ -40,7 +40,7 @@ def _retrieve(task: asyncio.Task[dict[str, bytes]]) -> None:
 
 
 class Digests:
-    def __init__(self, state: StateStore, data: DataStore) -> None:
+    def __init__(self, state: FullStateStore, data: ReadableDataStore) -> None:
         self.state = state
         self.data = data
         self._running: dict[str, asyncio.Task[dict[str, bytes]]] = {}

@@ -13,6 +13,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Scope
 
+from tusd_py.compat import replace_headers
+
 
 class IndexedHeaders(Headers):
     """The same read-only view of the request's headers; lookups go through a dict
@@ -21,7 +23,7 @@ class IndexedHeaders(Headers):
     def __init__(self, scope: Scope) -> None:
         super().__init__(scope=scope)
         index: dict[bytes, bytes] = {}
-        for name, value in self._list:
+        for name, value in self.raw:
             index.setdefault(name, value)  # ASGI header names are lower-case already
         self._index = index
 
@@ -40,5 +42,5 @@ class IndexedHeaders(Headers):
 
 
 def index_headers(request: Request) -> None:
-    """Make `request.headers` an `IndexedHeaders` (Starlette keeps it in `_headers`)."""
-    request._headers = IndexedHeaders(request.scope)
+    """Make `request.headers` an `IndexedHeaders`."""
+    replace_headers(request, IndexedHeaders(request.scope))

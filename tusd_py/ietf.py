@@ -36,7 +36,6 @@ from starlette.responses import Response
 from tusd_py import protocol as p
 from tusd_py.checksum import DIGEST_ALGORITHMS
 from tusd_py.config import Config
-from tusd_py.server import INFORMATIONAL
 from tusd_py.state.base import Upload
 
 VERSIONS = (6, 8, 9)
@@ -323,18 +322,3 @@ def error_response(error: p.TusError, request: Request, version: int, limit: str
     if request.method == "HEAD":
         body = b""
     return Response(body, status_code=error.status, media_type=media_type, headers=headers)
-
-
-# -- interim responses -----------------------------------------------------------------
-
-
-async def send_interim(request: Request, headers: dict[str, str]) -> bool:
-    """Send `104 Upload Resumption Supported` now, if the server can (see server.py).
-
-    Starlette's own `send_early_hints` reaches the ASGI `send` the same way.
-    """
-    if INFORMATIONAL not in request.scope.get("extensions", {}):
-        return False
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    await request._send({"type": INFORMATIONAL, "status": 104, "headers": raw})
-    return True

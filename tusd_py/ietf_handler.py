@@ -1,9 +1,9 @@
 """Requests that speak the IETF resumable-upload draft, on the same uploads as tus requests.
 
-The draft's rules, applied through the tus handler's own internals: the same
-locks (and lock exchange), the same body writer and commits, the same state and
-data stores. So a draft client and a tus client can share uploads, instances and
-a cluster, and nothing about scale-out needs to know which protocol a request spoke.
+The draft's rules, applied on the upload engine's public API (`engine.py`), as the
+tus handler is: the same locks (and lock exchange), the same body writes and
+commits, the same state and data stores. So a draft client and a tus client can
+share uploads, instances and a cluster, and nothing about scale-out needs to know which protocol a request spoke.
 
 How the draft maps onto the shared `Upload` record: completion is explicit in the
 draft (the offset reaching the length completes nothing, checklist I-03), so a
@@ -23,67 +23,65 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py import ietf
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
-from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
+from tusd_py.checksum import DIGEST_ALGORITHMS
 from tusd_py.digests import Digests
 from tusd_py.download import download_response
+from tusd_py.engine import Checksum, UploadEngine, WriteResult
+from tusd_py.interim import send_interim
 from tusd_py.locks.base import Lock, LockTimeout
-from tusd_py.state.base import FINISHED, Upload
+from tusd_py.state.base import FINISHED, FullStateStore, Upload
+from tusd_py.storage.base import ReadableDataStore
 from tusd_py.urls import upload_url
 
-if TYPE_CHECKING:
-    from tusd_py.handlers import BodyResult, TusHandler
-
-Handler = Callable[[Request, int], Awaitable[Response]]
+Endpoint = Callable[[Request, int], Awaitable[Response]]
 
 
 class IetfHandler:
-    def __init__(self, tus: TusHandler) -> None:
-        self.tus = tus
-        self.config = tus.config
-        self.digests = Digests(tus.state, tus.data)
+    """The draft, interop versions 6, 8 and 9 (`ietf.VERSIONS`)."""
 
-    # -- routing -------------------------------------------------------------------
+    name = "ietf-draft"
 
-    async def creation_endpoint(self, request: Request, method: str, version: int) -> Response:
-        return await self._dispatch(request, method, version, {"POST": self.post, "OPTIONS": self.options}, "POST, OPTIONS")
-
-    async def upload_endpoint(self, request: Request, method: str, version: int) -> Response:
-        handlers: dict[str, Handler] = {
+    def __init__(self, engine: UploadEngine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.data = cast(ReadableDataStore, engine.data)  # the draft needs ranged reads (capabilities.py)
+        self.digests = Digests(cast(FullStateStore, engine.state), self.data)
+        self.creation_methods: dict[str, Endpoint] = {"POST": self.post, "OPTIONS": self.options}
+        self.upload_methods: dict[str, Endpoint] = {
+            "GET": self.get,
             "HEAD": self.head,
             "PATCH": self.patch,
             "DELETE": self.delete,
-            "GET": self.get,
             "OPTIONS": self.options,
         }
-        return await self._dispatch(request, method, version, handlers, "GET, HEAD, PATCH, DELETE, OPTIONS")
 
-    async def _dispatch(
-        self, request: Request, method: str, version: int, handlers: dict[str, Handler], allow: str
-    ) -> Response:
-        self.tus.hooks.bind_request(request, method)
-        try:
-            handler = handlers.get(method)
-            if handler is None:
-                raise p.ERR_METHOD_NOT_ALLOWED(Allow=allow)
-            if method != "OPTIONS":
-                await self.tus._authorize(request)  # the same authorize hook as tus requests
-            return await handler(request, version)
-        except p.TusError as error:
-            request.state.tus_error = error.code  # for metrics and the access log
-            return ietf.error_response(error, request, version, ietf.upload_limit(self.config, version))
+    # -- the router's questions ------------------------------------------------------
+
+    @staticmethod
+    def version(headers: Headers) -> int | None:
+        """The interop version the request speaks, or None: then it is no draft request."""
+        return ietf.interop_version(headers)
+
+    @staticmethod
+    def check_version(request: Request, method: str, version: int) -> None:
+        """The interop version was checked when the protocol was picked."""
+
+    def error_response(self, error: p.TusError, request: Request, version: int) -> Response:
+        return ietf.error_response(error, request, version, ietf.upload_limit(self.config, version))
 
     # -- OPTIONS (I-08) ------------------------------------------------------------
 
     async def options(self, request: Request, version: int) -> Response:
-        response = await self.tus.options(request)
+        response = Response(status_code=200, headers=self.engine.capabilities.tus_headers(self.config.max_size))
         response.headers["Upload-Limit"] = ietf.upload_limit(self.config, version)
         # Drafts -10 and -11 asked for it on the creation URI; -12 dropped it there (PATCH does not
         # work on that URI, #3440). On an upload resource it stays true: PATCH takes that type.
@@ -103,7 +101,7 @@ class IetfHandler:
         if expected is not None and self.config.max_size and expected > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
         metadata = ietf.metadata(headers)
-        self.tus._check_metadata(metadata)
+        self.engine.check_metadata(metadata)
         has_body = ietf.has_content(headers, fields)
         checksum = None
         if has_body:
@@ -117,11 +115,11 @@ class IetfHandler:
             state=FINISHED if tus_length == 0 else "created",
             metadata=metadata,
             created=time.time(),
-            expires=self.tus._expiry(False),
+            expires=self.engine.expiry(False),
             repr_digest=ietf.repr_digest(headers),
             want_repr_digest=ietf.want_repr_digest(headers),
         )
-        with self.tus._body_slot() if has_body else contextlib.nullcontext():
+        with self.engine.body_slot() if has_body else contextlib.nullcontext():
             return await self._create(request, version, upload, fields, has_body, checksum)
 
     async def _create(
@@ -131,23 +129,23 @@ class IetfHandler:
         upload: Upload,
         fields: ietf.Fields,
         has_body: bool,
-        checksum: tuple[Hasher, bytes] | None,
+        checksum: Checksum | None,
     ) -> Response:
-        tus = self.tus
-        upload = await tus.store_new(upload)
+        engine = self.engine
+        upload = await engine.create(upload)
         location = upload_url(request, self.config, upload.id)
         headers = {"Location": location, "Upload-Limit": ietf.upload_limit(self.config, version, upload)}
         if upload.finished:  # draft -05, an empty upload
-            await self.tus._finished(upload)
+            await self.engine.finish(upload)
         if has_body:  # the resource exists: say where, before reading the content (I-10, I-11)
             await self._interim(request, {**headers, "Upload-Draft-Interop-Version": str(version)})
         digest: dict[str, str] = {}
         if (has_body or fields.complete) and not upload.finished:
-            reader = self.tus._reader(request)
+            reader = self.engine.reader(request.receive)
             try:
-                async with self.tus._lock(upload.id, reader) as lock:
+                async with self.engine.lock(upload.id, reader) as lock:
                     if has_body:
-                        result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
+                        result = await self.engine.write(upload, reader, lock, checksum, self._progress(request, version))
                         upload = result.upload
                         if result.error is not None:
                             raise await self._body_error(result, version, Location=location)
@@ -169,7 +167,7 @@ class IetfHandler:
     async def head(self, request: Request, version: int) -> Response:
         if version < 7 and any(name in request.headers for name in ietf.DRAFT_FIELDS):
             raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400 (I-21)
-        async with self.tus._locked(request.path_params["upload_id"]) as (_, upload):
+        async with self.engine.locked(request.path_params["upload_id"]) as (_, upload):
             pass  # read under the lock: a running append is asked to stop first (I-30)
         self._check_representable(upload)
         headers = self._answer_headers(upload, version)
@@ -192,8 +190,8 @@ class IetfHandler:
         if fields.complete is None:
             raise p.ERR_INVALID_UPLOAD_COMPLETE()
         checksum = self._content_digest(request)
-        with self.tus._body_slot():
-            return await self._append(request, version, upload_id, fields, checksum, self.tus._reader(request))
+        with self.engine.body_slot():
+            return await self._append(request, version, upload_id, fields, checksum, self.engine.reader(request.receive))
 
     async def _append(
         self,
@@ -201,12 +199,12 @@ class IetfHandler:
         version: int,
         upload_id: str,
         fields: ietf.Fields,
-        checksum: tuple[Hasher, bytes] | None,
+        checksum: Checksum | None,
         reader: BodyReader,
     ) -> Response:
         has_body = ietf.has_content(request.headers, fields)
         digest: dict[str, str] = {}
-        async with self.tus._locked(upload_id, reader) as (lock, upload):
+        async with self.engine.locked(upload_id, reader) as (lock, upload):
             self._check_representable(upload)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
@@ -220,7 +218,7 @@ class IetfHandler:
                 upload = await self._record_length(upload, fields, version)
                 if has_body:
                     await self._check_fits(upload, fields.content_length, version)
-                    result = await self.tus._write_body(upload, reader, lock, checksum, self._progress(request, version))
+                    result = await self.engine.write(upload, reader, lock, checksum, self._progress(request, version))
                     upload = result.upload
                     if result.error is not None:
                         raise await self._body_error(result, version)
@@ -257,16 +255,17 @@ class IetfHandler:
     async def delete(self, request: Request, version: int) -> Response:
         if version < 7 and any(name in request.headers for name in ("upload-offset", "upload-complete")):
             raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400
-        response = await self.tus.delete(request)  # under the lock: a running append is asked to stop first
-        response.headers["Upload-Draft-Interop-Version"] = str(version)
-        return response
+        async with self.engine.locked(request.path_params["upload_id"]) as (_, upload):  # a running append stops first
+            await self.engine.hooks.pre_terminate(upload)  # may refuse
+            await self.engine.terminate(upload)
+        return Response(status_code=204, headers={"Upload-Draft-Interop-Version": str(version)})
 
     async def get(self, request: Request, version: int) -> Response:
         """The bytes so far (tus-py's download), with the offset fields: from -12 on (interop 9)
         a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
-        upload = await self.tus._load(request.path_params["upload_id"])
+        upload = await self.engine.load(request.path_params["upload_id"])
         self._check_representable(upload)
-        response = download_response(request, upload, self.tus.data)
+        response = download_response(request, upload, self.data)  # type: ignore[arg-type]
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
             response.headers["Cache-Control"] = "no-store"
@@ -300,11 +299,11 @@ class IetfHandler:
         if self.config.max_size and length > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
         if version < 7 and fields.length is not None:  # draft -05: the tus length (module doc)
-            upload = await self.tus._declare_length(upload, length)
+            upload = await self.engine.declare_length(upload, length)
             if upload.finished:
-                await self.tus._finished(upload)
+                await self.engine.finish(upload)
             return upload
-        if not await self.tus.state.expect_length(upload.id, length):
+        if not await self.engine.expect_length(upload, length):
             raise p.ERR_INCONSISTENT_LENGTH()
         return upload.replace(expected_length=length)
 
@@ -326,7 +325,7 @@ class IetfHandler:
                 raise await self._cancel(upload, "the content would take the upload past its length") from None
             raise
 
-    async def _body_error(self, result: BodyResult, version: int, **extra: str) -> p.TusError:
+    async def _body_error(self, result: WriteResult, version: int, **extra: str) -> p.TusError:
         """What a body that did not fully arrive, or did not match, is answered with.
 
         What did arrive is kept (I-17, I-28) unless a Content-Digest was to be checked,
@@ -366,11 +365,7 @@ class IetfHandler:
         if not lock.valid():
             raise p.ERR_LOCK_LOST(Connection="close")
         if upload.length is None:
-            await self.tus.hooks.pre_finish(upload.replace(length=upload.offset, state=FINISHED))  # may refuse
-            if not await self.tus.state.declare_length(upload.id, upload.offset):
-                raise p.ERR_NOT_FOUND()
-            upload = upload.replace(length=upload.offset, state=FINISHED, expires=None)
-            await self.tus._finished(upload)
+            upload = await self.engine.complete(upload)  # through pre-finish, which may refuse
         # else a tus upload, which the commit that reached its length finished already.
         upload = await self.digests.keep(upload, computed)  # so HEAD never computes them again
         digest = {"Repr-Digest": ietf.format_digests({want: computed[want]})} if want else {}
@@ -391,10 +386,10 @@ class IetfHandler:
         a hook that fails, keeps the upload as it is (nothing is deleted); the request is
         refused either way (issue 13, item 3). The caller holds the upload's lock."""
         try:
-            await self.tus.hooks.pre_terminate(upload)
+            await self.engine.hooks.pre_terminate(upload)
         except p.TusError:
             return error(f"{why}: the upload was kept (the server refused to cancel it)", **headers)
-        await self.tus._terminate(upload)
+        await self.engine.terminate(upload)
         return error(f"{why}: the upload was cancelled", **headers)
 
     def _limited(self, error: p.TusError, version: int, upload: Upload) -> p.TusError:
@@ -409,7 +404,7 @@ class IetfHandler:
         ietf.check_length(max(upload.offset, upload.bound or 0))
 
     @staticmethod
-    def _content_digest(request: Request) -> tuple[Hasher, bytes] | None:
+    def _content_digest(request: Request) -> Checksum | None:
         parsed = ietf.content_digest(request.headers)
         if parsed is None:
             return None
@@ -425,7 +420,7 @@ class IetfHandler:
         """A 104, unless turned off: nginx, for one, takes an upstream 1xx for the final
         response and then waits for the upstream connection to close (see README)."""
         if self.config.ietf_interim:
-            await ietf.send_interim(request, headers)
+            await send_interim(request, headers)
 
     def _progress(self, request: Request, version: int) -> Callable[[Upload], Awaitable[None]]:
         """Interim 104s with the offset as commits happen while content streams (I-15, I-27)."""

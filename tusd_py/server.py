@@ -21,7 +21,6 @@ transport like uvicorn writes its own `100 Continue`.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import multiprocessing
 import os
@@ -34,28 +33,10 @@ from types import FrameType
 from typing import Any, Callable
 
 import uvicorn
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol, RequestResponseCycle
 
-INFORMATIONAL = "http.response.informational"  # the ASGI extension (our own name; ASGI defines none)
-_REASONS = {104: "Upload Resumption Supported"}
-
-
-def interim_response(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """An HTTP/1.1 1xx interim response head; never 101, which switches protocols."""
-    if not 100 <= status <= 199 or status == 101:
-        raise RuntimeError(f"not an interim status: {status}")
-    try:
-        reason = _REASONS.get(status) or http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Informational"
-    lines = [f"HTTP/1.1 {status} {reason}\r\n".encode("ascii")]
-    for name, value in headers:
-        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-            raise RuntimeError("Invalid HTTP header in an interim response.")
-        lines.append(name.lower() + b": " + value + b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+from tusd_py.app import create_app
+from tusd_py.compat import HIGH_WATER_LIMIT, HttpToolsProtocol, RequestResponseCycle
+from tusd_py.interim import INFORMATIONAL, interim_response
 
 
 def _send_with_interim(cycle: RequestResponseCycle) -> Callable[[Any], Any]:
@@ -248,11 +229,8 @@ def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
 
 def _serve_one(config: Any, sockets: list[socket.socket] | None = None) -> None:
     """One process: build the app, serve it until SIGINT/SIGTERM, stop gracefully."""
-    from tusd_py.app import create_app  # here, so that each worker process builds its own
-
-    app = create_app(config)
-    handler = app.state.tus
-    GracefulServer(uvicorn_config(app, config), on_exit=handler.shutdown).run(sockets=sockets)
+    app = create_app(config)  # here: each worker process builds its own
+    GracefulServer(uvicorn_config(app, config), on_exit=app.state.engine.shutdown).run(sockets=sockets)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from tusd_py.concat import Concatenator
 from tusd_py.locks.base import Locker, LockTimeout
-from tusd_py.state.base import StateStore
+from tusd_py.state.base import FullStateStore
 from tusd_py.storage.base import DataStore
 
 logger = logging.getLogger("tusd_py.sweeper")
@@ -30,7 +30,7 @@ TOMBSTONE_SECONDS = 7 * 24 * 3600
 
 class Sweeper:
     def __init__(
-        self, state: StateStore, data: DataStore, locker: Locker, *, interval: float, concat: Concatenator | None = None
+        self, state: FullStateStore, data: DataStore, locker: Locker, *, interval: float, concat: Concatenator | None = None
     ) -> None:
         self.state = state
         self.data = data

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.support import RedisServer
-from tusd_py.app import build_handler
+from tusd_py.app import build_engine
 from tusd_py.config import Config
 from tusd_py.redis_scripts import Scripts
 from tusd_py.state.redis import RedisStateStore
@@ -100,7 +100,7 @@ def test_a_cancelled_call_leaves_no_reply_for_the_next(redis_url: str) -> None:
 
 
 def test_the_state_store_and_the_locker_share_one_set_of_connections(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    handler = build_handler(Config(data_dir=tmp_path, redis_url=redis_url))
+    handler = build_engine(Config(data_dir=tmp_path, redis_url=redis_url))
     state = handler.state
     assert isinstance(state, RedisStateStore) and isinstance(state.scripts, Scripts)
     assert state._commit.scripts is state.scripts

@@ -1,4 +1,4 @@
-"""Which uploads get post-finish processing (`TusHandler.on_finish`), and how often:
+"""Which uploads get post-finish processing (`UploadEngine.on_finish`), and how often:
 partial uploads none (CC-07), final uploads exactly once, however they complete.
 
 The app runs in-process here (Starlette's TestClient) because the callbacks are
@@ -33,7 +33,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, list[Upload]]]:
     async def record(upload: Upload) -> None:
         finished.append(upload)
 
-    app.state.tus.on_finish.append(record)
+    app.state.engine.on_finish.append(record)
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client, finished
 
@@ -94,7 +94,7 @@ def test_unfinished_final_is_processed_once_when_its_last_part_finishes(client) 
     wait_until(test_client, url)
     # Further triggers (a sweep, a late duplicate event) must not process it again.
     app = test_client.app
-    test_client.portal.call(app.state.tus.concat.reconcile)  # type: ignore[union-attr, attr-defined]
-    test_client.portal.call(app.state.tus.concat.part_changed, a.rsplit("/", 1)[1])  # type: ignore[union-attr, attr-defined]
+    test_client.portal.call(app.state.engine.concat.reconcile)  # type: ignore[union-attr, attr-defined]
+    test_client.portal.call(app.state.engine.concat.part_changed, a.rsplit("/", 1)[1])  # type: ignore[union-attr, attr-defined]
     assert ids(finished) == [url.rsplit("/", 1)[1]]
     assert test_client.get(url).content == b"aabbaa"

@@ -77,3 +77,18 @@ def test_ids() -> None:
 
 def test_http_date_is_imf_fixdate() -> None:
     assert p.format_http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def test_every_error_row_is_used() -> None:
+    """A row of the error table that nothing raises is a promise the server never keeps."""
+    import re
+    from pathlib import Path
+
+    import tusd_py
+
+    package = Path(tusd_py.__file__).parent
+    source = "\n".join(path.read_text() for path in package.rglob("*.py"))
+    rows = re.findall(r"^(ERR_[A-Z_]+) = Error\(", (package / "protocol.py").read_text(), re.M)
+    assert rows
+    unused = [row for row in rows if len(re.findall(rf"\b{row}\b", source)) < 2]  # the definition, and a use
+    assert not unused

@@ -36,7 +36,6 @@ class Fence:
 
 class Lock(Protocol):
     fence: Fence | None  # for the state store's commit; None when mutual exclusion is in-process
-    record: dict[str, str] | None  # the upload's raw state record if the locker read it while acquiring
 
     def valid(self) -> bool:
         """True while the lock is certainly still ours. A holder checks it before each

@@ -11,7 +11,6 @@ from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
 
 class _Held:
     fence: Fence | None = None  # nothing outside this process can take the lock
-    record: dict[str, str] | None = None
 
     def __init__(self, on_release_request: ReleaseRequest | None) -> None:
         self.on_release_request = on_release_request

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
 from tusd_py.redis_scripts import Scripts
+from tusd_py.state.base import StateUnavailable
 
 logger = logging.getLogger("tusd_py.locks")
 
@@ -119,19 +120,22 @@ class RedisLocker:
         deadline = loop.time() + wait
         asked_at: float | None = None
         poll = 0.02
-        while True:
-            sent = time.monotonic()
-            record = await self._acquire(keys=keys, args=[token, ttl_ms])
-            if record is not None:
-                break
-            now = loop.time()
-            if now >= deadline:
-                raise LockTimeout(upload_id)  # wait=0 (the sweeper) never disturbs the holder
-            if asked_at is None or now - asked_at >= ASK_AGAIN:
-                await self._ask_release(upload_id)
-                asked_at = now
-            await self._wait_released(upload_id, min(poll, deadline - now))
-            poll = min(poll * 2, MAX_POLL)
+        try:
+            while True:
+                sent = time.monotonic()
+                record = await self._acquire(keys=keys, args=[token, ttl_ms])
+                if record is not None:
+                    break
+                now = loop.time()
+                if now >= deadline:
+                    raise LockTimeout(upload_id)  # wait=0 (the sweeper) never disturbs the holder
+                if asked_at is None or now - asked_at >= ASK_AGAIN:
+                    await self._ask_release(upload_id)
+                    asked_at = now
+                await self._wait_released(upload_id, min(poll, deadline - now))
+                poll = min(poll * 2, MAX_POLL)
+        except RedisError as exc:  # the lock lives with the state: unreachable alike (errors.py)
+            raise StateUnavailable(f"Redis: {exc}") from exc
         lease = RedisLease(key, token, sent + self.ttl - self.margin, on_release_request)
         if self.preload is not None:
             lease.record = dict(zip(record[::2], record[1::2]))

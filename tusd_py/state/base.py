@@ -1,4 +1,5 @@
-"""Upload records and the contract every state store keeps.
+"""Upload records and the contract every state store keeps: a small core, and
+optional capabilities (length deferral, the draft's fields, expiry, concatenation).
 
 A state store knows upload records and offsets, nothing about HTTP or bytes on
 disk. Offsets only move through `commit_offset`, a compare-and-set, so a stale
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tusd_py.locks.base import Fence, Lock
@@ -116,8 +117,20 @@ class Upload:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Upload))
 
 
+class StateUnavailable(Exception):
+    """The state store cannot serve: Redis unreachable or failing, the SQLite database
+    read-only, its disk full or failing. Every state store raises this one exception,
+    whatever its backend, and `errors.py` answers it as ERR_STATE_UNAVAILABLE (503)."""
+
+
+@runtime_checkable
 class StateStore(Protocol):
-    """Where upload records live. Implementations: `LocalStateStore`, `RedisStateStore`."""
+    """The core every state store keeps: records, offsets, once-only claims.
+
+    Optional capabilities below (as tusd's composer): a store declares one by having
+    its methods, and the engine offers the feature only then (`capabilities.py`).
+    Implementations: `LocalStateStore`, `RedisStateStore` (both have all of them).
+    """
 
     name: str
 
@@ -152,18 +165,6 @@ class StateStore(Protocol):
         its caller owns the claim, without another round trip to the store.
         """
 
-    async def declare_length(self, upload_id: str, length: int) -> bool:
-        """Set a deferred length once; False if it was already set or is below the offset.
-        A length equal to the offset finishes the upload, which then no longer expires."""
-
-    async def expect_length(self, upload_id: str, length: int) -> bool:
-        """Record the length a draft client announced (`Upload.expected_length`) once; it
-        completes nothing. False if one was already recorded, or it is below the offset."""
-
-    async def record_digests(self, upload_id: str, digests: str) -> bool:
-        """Keep the digests of a complete upload's bytes (`Upload.digests`) with its record;
-        False if the record is gone or not complete."""
-
     async def claim(self, upload_id: str, event: str) -> bool:
         """Record that `event` (e.g. FINISH_ANNOUNCED) happened to the upload.
 
@@ -177,6 +178,38 @@ class StateStore(Protocol):
         """Forget an upload (termination), and what it waited on if it is a final upload;
         False if it did not exist."""
 
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LengthDeferringStateStore(Protocol):
+    """creation-defer-length: a length declared after creation, and the draft's completion."""
+
+    async def declare_length(self, upload_id: str, length: int) -> bool:
+        """Set a deferred length once; False if it was already set or is below the offset.
+        A length equal to the offset finishes the upload, which then no longer expires."""
+
+
+@runtime_checkable
+class DraftStateStore(Protocol):
+    """What the IETF draft keeps beyond tus: an announced length, a complete upload's digests."""
+
+    async def expect_length(self, upload_id: str, length: int) -> bool:
+        """Record the length a draft client announced (`Upload.expected_length`) once; it
+        completes nothing. False if one was already recorded, or it is below the offset."""
+
+    async def record_digests(self, upload_id: str, digests: str) -> bool:
+        """Keep the digests of a complete upload's bytes (`Upload.digests`) with its record;
+        False if the record is gone or not complete."""
+
+
+@runtime_checkable
+class ExpiringStateStore(Protocol):
+    """expiration: unfinished uploads found and removed after their expiry (sweeper.py)."""
+
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
         """Ids of unfinished uploads whose expiry has passed."""
 
@@ -186,7 +219,10 @@ class StateStore(Protocol):
     async def forget_tombstones(self, before: float) -> int:
         """Drop tombstones of uploads that expired before `before`; returns how many."""
 
-    # -- concatenation: final uploads waiting for their parts --------------------
+
+@runtime_checkable
+class ConcatStateStore(Protocol):
+    """concatenation: final uploads waiting for their parts (concat.py)."""
 
     async def create_final(self, upload: Upload) -> bool:
         """Store a new, not yet assembled final upload (`upload.parts` set) and record
@@ -210,7 +246,6 @@ class StateStore(Protocol):
         """A final upload that can never be assembled (a part expired or was deleted)
         becomes a tombstone (410), and is forgotten as a waiter. True for one caller."""
 
-    async def ping(self) -> None:
-        """Raise if the store cannot be reached."""
 
-    async def close(self) -> None: ...
+class FullStateStore(StateStore, LengthDeferringStateStore, DraftStateStore, ExpiringStateStore, ConcatStateStore, Protocol):
+    """Every capability: what both bundled stores are (and what the sweeper and concatenation use)."""

@@ -12,8 +12,8 @@ all calls run on that dedicated thread instead, which owns the connection.
 
 The database shares its disk with the uploads. So that a full disk cannot stop
 the bytes already written from being committed, a small reserve file is kept
-beside it and given up when SQLite reports the disk full. Database errors leave
-as OSError (ENOSPC, EROFS, EIO), like the data store's.
+beside it and given up when SQLite reports the disk full. Database errors (a full
+disk, a read-only or failing one) leave as StateUnavailable, as every state store's do.
 
 The record of an upload just created is kept in memory for the first read that
 follows (the PATCH after a POST: one statement less per small upload). Every
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from tusd_py.locks.base import Fence, Lock
-from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, Upload
+from tusd_py.state.base import CREATED, EXPIRED, FINISHED, UPLOADING, StateUnavailable, Upload
 
 T = TypeVar("T")
 logger = logging.getLogger("tusd_py.state")
@@ -169,13 +169,17 @@ class LocalStateStore:
             logger.warning("state database checkpoint failed: %s", future.exception())
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` (on the loop or the database thread, see `_run`); on a full disk, give up the reserve and try once more."""
+        """Run `fn` (on the loop or the database thread, see `_run`); on a full disk, give up
+        the reserve and try once more. A failure leaves as StateUnavailable, as from any store."""
         try:
-            result = self._attempt(fn)
+            try:
+                result = self._attempt(fn)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self._release_reserve():
+                    raise
+                result = self._attempt(fn)
         except OSError as exc:
-            if exc.errno != errno.ENOSPC or not self._release_reserve():
-                raise
-            result = self._attempt(fn)
+            raise StateUnavailable(f"state database: {exc.strerror or exc}") from exc
         self._keep_reserve()
         return result
 

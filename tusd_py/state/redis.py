@@ -13,15 +13,41 @@ its `parts` field, so this layout is for a standalone Redis (or one hash slot).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from typing import Any, Awaitable, Callable, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, Lock, LockLost
+from tusd_py.locks.redis import RedisLease, RedisLocker
 from tusd_py.redis_scripts import Scripts
-from tusd_py.state.base import Upload
+from tusd_py.state.base import StateUnavailable, Upload
+
+C = TypeVar("C")
+
+
+def _unavailable_on_redis_errors(cls: type[C]) -> type[C]:
+    """Every public coroutine of the store raises StateUnavailable for a RedisError, as
+    every state store does whatever its backend (errors.py answers it with a 503)."""
+
+    def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except RedisError as exc:
+                raise StateUnavailable(f"Redis: {exc}") from exc
+
+        return call
+
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and name != "close" and inspect.iscoroutinefunction(member):
+            setattr(cls, name, wrap(member))
+    return cls
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 RETRIES = 1  # a call is tried again once after a connection error or timeout
@@ -157,6 +183,7 @@ def _claim_field(event: str) -> str:
     return f"claimed:{event}"
 
 
+@_unavailable_on_redis_errors
 class RedisStateStore:
     name = "Redis"
 
@@ -195,6 +222,11 @@ class RedisStateStore:
     def key(self, upload_id: str) -> str:
         return f"{self.prefix}upload:{upload_id}"
 
+    def locker(self) -> RedisLocker:
+        """The locker that goes with this store: its acquiring script also reads the upload's
+        record (one round trip for both, taken by `get`), on this store's kept connections."""
+        return RedisLocker(self.client, prefix=self.prefix, preload=self.key, scripts=self.scripts)
+
     async def create(self, upload: Upload) -> bool:
         fields = upload.to_fields()
         flat: list[Any] = [item for pair in fields.items() for item in pair]
@@ -202,9 +234,9 @@ class RedisStateStore:
         return bool(created)
 
     async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
-        fields = getattr(lock, "record", None)
+        fields = lock.record if isinstance(lock, RedisLease) else None
         if fields is not None:  # read by the lock's acquiring script (RedisLocker preload): no round trip
-            lock.record = None  # type: ignore[union-attr]  # a snapshot: good once, right after acquiring
+            lock.record = None  # a snapshot: good once, right after acquiring
         else:
             fields = await self.client.hgetall(self.key(upload_id))
         return Upload.from_fields(fields) if fields else None

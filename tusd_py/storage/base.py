@@ -1,21 +1,34 @@
-"""The data store contract: bytes on disk, nothing about HTTP or upload records.
+"""The data store contract: the bytes of uploads, nothing about HTTP or upload records.
 
-The handler guarantees that it holds the upload's lock while it writes, that
-writes start at the committed offset, and that it commits an offset only after
-`Writer.finish` has returned it. Bytes past the committed offset are scratch
-space: the next write at that offset overwrites them, and readers never see them.
+As tusd's `datastore.go`: a small core every data store implements (`DataStore`),
+and optional capabilities a store declares by having their methods
+(`ReadableDataStore`, `ConcatenatingDataStore`, `RandomAccessDataStore`). The
+engine offers a feature only when the configured store has what it needs
+(`capabilities.Capabilities`), so the server never advertises what a backend
+cannot do.
+
+Who guarantees what. The engine holds the upload's lock while it writes, starts
+every writer at the upload's committed offset, and commits an offset only after
+the writer returned it from `checkpoint` or `finish`. So the write contract is
+append-only: bytes arrive in order at the committed offset, and a store says
+which prefix is durable. An object store that appends parts can keep it; nothing
+relies on overwriting bytes past the committed offset. A store that can write at
+any position (a file) declares `RandomAccessDataStore`, which only trims bytes a
+writer wrote past the committed offset that were never committed.
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Protocol, runtime_checkable
 
 from tusd_py.checksum import Hasher
 
 
 class Writer(Protocol):
+    """Appends one request body's bytes at the committed offset it was opened at."""
+
     position: int  # where the next byte received will go
-    written: int  # everything below this is on disk (and synced, when fsync is on)
+    written: int  # everything below this is durable (and synced, when fsync is on)
 
     async def write(self, chunk: bytes) -> None:
         """Accept a chunk; it may be buffered and written later."""
@@ -26,7 +39,7 @@ class Writer(Protocol):
     async def finish(self) -> int:
         """Write what is buffered, sync if configured, and return `written`.
 
-        After an error it returns what did reach the disk and raises nothing,
+        After an error it returns what did become durable and raises nothing,
         so a caller can always commit the bytes that made it.
         """
 
@@ -35,26 +48,45 @@ class Writer(Protocol):
         """The first write error, if any (e.g. ENOSPC); writing stops at it."""
 
 
+@runtime_checkable
 class DataStore(Protocol):
+    """The core: create, append, delete. Every data store has it."""
+
     name: str
 
     async def create(self, upload_id: str) -> None:
-        """Make the (empty) data file for a new upload."""
+        """Make the (empty) data of a new upload."""
 
     def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None) -> Writer:
-        """A writer that puts bytes at `offset` onwards, feeding `hasher` as it goes."""
+        """A writer that appends at `offset` (the committed offset), feeding `hasher` as it goes."""
+
+    async def delete(self, upload_id: str) -> None:
+        """Remove the upload's data; missing data is not an error."""
+
+    def writable(self) -> bool:
+        """Whether new data can be stored (for readiness checks)."""
+
+
+@runtime_checkable
+class ReadableDataStore(Protocol):
+    """Ranged reads: GET (downloads), and the draft's digests of a complete upload."""
 
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the upload."""
 
-    async def finish(self, upload_id: str, length: int) -> None:
-        """The upload is complete: drop scratch bytes past `length`."""
 
-    async def delete(self, upload_id: str) -> None:
-        """Remove the upload's data; a missing file is not an error."""
+@runtime_checkable
+class RandomAccessDataStore(Protocol):
+    """A store whose writers may have put bytes past the committed offset (a file written
+    in aligned batches); the engine says when an upload is complete so they are dropped."""
+
+    async def finish(self, upload_id: str, length: int) -> None:
+        """The upload is complete at `length`: drop any bytes past it."""
+
+
+@runtime_checkable
+class ConcatenatingDataStore(Protocol):
+    """Server-side copy of complete parts into a final upload (concatenation)."""
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
         """Write the first `length` bytes of each part, in order, as the final upload's data."""
-
-    def writable(self) -> bool:
-        """Whether new data can be stored (for readiness checks)."""

@@ -1,0 +1,466 @@
+"""The upload engine: what an upload is and how it changes, whatever protocol asked.
+
+Both protocols (`handlers.py` for tus 1.0.0, `ietf_handler.py` for the IETF draft)
+are thin layers on this public API; neither knows the other, and neither touches
+a store's internals. The engine knows no HTTP framework: it sees ids, records,
+body readers and the stores (`state/`, `storage/`, `locks/`) through their
+contracts, and raises rows of the error table (`protocol.py`).
+
+The contract, in the order a request meets it:
+- `authorize` before anything else; `load` a record (404, 410 decided here);
+- `locked` (or `lock`) for anything that changes an upload: one request at a time,
+  and a request that wants the lock asks the holder to let go (lock exchange);
+- `create` a new upload (pre-create, record, data, post-create);
+- `write` a body: `_stream` it to the data store, then `_settle` what arrived
+  (checksum, pre-finish, the commit, finish); the `WriteResult` says in one
+  `Stop` why the body ended and whether a creation keeps its upload;
+- `declare_length` / `complete` / `finish` / `terminate`, `expiry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Iterator, cast
+
+from tusd_py import protocol as p
+from tusd_py.body import BodyReader
+from tusd_py.capabilities import Capabilities
+from tusd_py.checksum import Hasher
+from tusd_py.concat import Concatenator
+from tusd_py.config import Config
+from tusd_py.errors import storage_error
+from tusd_py.hooks.base import AUTHORIZE, POST_RECEIVE, Hooks
+from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
+from tusd_py.metrics import Metrics
+from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, DraftStateStore, FullStateStore, StateStore, Upload
+from tusd_py.storage.base import DataStore, RandomAccessDataStore, Writer
+
+COMMIT_INTERVAL = 1.0  # seconds between offset commits while a long body streams in
+
+Receive = Callable[[], Awaitable[dict[str, object]]]
+Checksum = tuple[Hasher, bytes]  # the hasher fed with the body, and the digest it must give
+
+
+class Stop(enum.Enum):
+    """Why a body stopped being written: exactly one reason per body."""
+
+    COMPLETE = "the whole body arrived and was committed"
+    DISCONNECTED = "the client went away mid-body"
+    INTERRUPTED = "another request asked for the upload's lock"
+    TIMED_OUT = "no byte came within the network timeout"
+    SHUTDOWN = "the server is shutting down"
+    LOCK_BUSY = "the upload's lock stayed busy"
+    LOCK_LOST = "the lock was lost while writing"
+    OVERFLOW = "more bytes than the upload may take"
+    STORAGE_FAILED = "the data store failed"
+    CHECKSUM_MISMATCH = "the body does not match its checksum: nothing was committed"
+    FINISH_REFUSED = "the pre-finish hook refused the upload's completion"
+
+    @property
+    def resumable(self) -> bool:
+        """The upload stays as good as its committed offset: a creation-with-upload
+        still answers 201 (CU-03), the client resumes. The others are errors."""
+        return self in _RESUMABLE
+
+
+_RESUMABLE = frozenset({Stop.COMPLETE, Stop.DISCONNECTED, Stop.INTERRUPTED, Stop.TIMED_OUT, Stop.LOCK_BUSY, Stop.LOCK_LOST})
+_READER_STOPS = {p.ERR_SERVER_SHUTDOWN.code: Stop.SHUTDOWN, p.ERR_READ_TIMEOUT.code: Stop.TIMED_OUT}
+
+
+@dataclass
+class WriteResult:
+    """What writing one request body came to."""
+
+    upload: Upload  # as committed afterwards (offset, expiry)
+    stop: Stop
+    error: p.TusError | None = None  # the answer, when not plain success
+    close: bool = False  # the body was not read to its end: close the connection
+
+    @property
+    def keeps_upload(self) -> bool:
+        """Whether a creation-with-upload that wrote this body answers 201 rather than `error`."""
+        return self.stop.resumable
+
+
+@dataclass
+class _Streamed:
+    """What `_stream` leaves for `_settle`."""
+
+    stop: Stop
+    written: int  # durable bytes, from the writer's finish
+    current: Upload  # the upload as committed on the way
+    storage_error: OSError | None  # the data store's, when it failed
+
+
+class UploadEngine:
+    """Uploads over a state store, a data store and a locker, with hooks and metrics."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        data: DataStore,
+        locker: Locker,
+        *,
+        hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.data = data
+        self.locker = locker
+        self.hooks = hooks or Hooks()
+        self.metrics = metrics or Metrics()
+        self.capabilities = Capabilities.of(state, data, config)
+        self.readers: set[BodyReader] = set()
+        self.streaming = 0  # request bodies in progress (see body_slot)
+        self.shutting_down = False
+        self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
+        self.concat: Concatenator | None = None
+        if self.capabilities.concatenation:
+            self.concat = Concatenator(config, cast(FullStateStore, state), data, locker, on_complete=self.finish)
+
+    # -- reading and locking -------------------------------------------------------
+
+    async def authorize(self, upload_id: str | None) -> None:
+        """The authorize hook sees every request (but OPTIONS) before anything happens, also
+        before the lock is asked for: a stranger's PATCH must not make the owner's running
+        PATCH let go. `upload_id` None: a creation."""
+        if not self.hooks.wants(AUTHORIZE):
+            return
+        await self.hooks.authorize(await self.load(upload_id) if upload_id is not None else None)
+
+    async def load(self, upload_id: str, lock: Lock | None = None) -> Upload:
+        """The upload's record (404 unknown, 410 expired); under `lock`, pass it (the
+        locker may have read the record already)."""
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()  # checked before any store is asked: ids never reach the disk unchecked
+        upload = await self.state.get(upload_id, lock=lock)
+        if upload is None:
+            raise p.ERR_NOT_FOUND()
+        if upload.state == EXPIRED or (upload.expires is not None and upload.expires <= time.time()):
+            raise p.ERR_GONE()
+        return upload
+
+    @contextlib.asynccontextmanager
+    async def lock(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[Lock]:
+        """The upload's lock, for the `async with` body (LockTimeout if busy too long).
+
+        A request holding the lock is asked to let go (as tusd does). With `reader`,
+        this request can in turn be asked to let go while it streams its body.
+        """
+        release = None
+        if reader is not None:
+
+            def release() -> None:
+                self.metrics.lock_exchanges.inc()
+                reader.request_release()
+
+        started = time.monotonic()
+        acquired = False
+        try:
+            async with self.locker.hold(upload_id, wait=self.config.lock_wait, on_release_request=release) as lock:
+                acquired = True
+                self.metrics.lock_wait.observe(time.monotonic() - started)
+                yield lock
+        except LockTimeout:
+            if not acquired:
+                self.metrics.lock_timeouts.inc()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def locked(self, upload_id: str, reader: BodyReader | None = None) -> AsyncIterator[tuple[Lock, Upload]]:
+        """Hold the upload's lock and read its record under it; 423 if the lock stays busy."""
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                lock = await stack.enter_async_context(self.lock(upload_id, reader))
+            except LockTimeout:
+                raise p.ERR_UPLOAD_LOCKED() from None
+            yield lock, await self.load(upload_id, lock)
+
+    def reader(self, receive: Receive) -> BodyReader:
+        """A reader of one request body, with the configured idle timeout and release grace."""
+        return BodyReader(receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def body_slot(self) -> Iterator[None]:
+        """Counts request bodies streaming on this instance; past the cap, 429 (clients back off)."""
+        limit = self.config.max_concurrent_uploads
+        if limit and self.streaming >= limit:
+            raise p.ERR_TOO_MANY_UPLOADS(Retry_After="1")
+        self.streaming += 1
+        try:
+            yield
+        finally:
+            self.streaming -= 1
+
+    # -- creating ------------------------------------------------------------------
+
+    def check_metadata(self, header: str | None) -> None:
+        """`Upload-Metadata` within the configured size and key count (400 beyond)."""
+        if header is not None and len(header) > self.config.max_metadata_size:
+            raise p.ERR_METADATA_TOO_LARGE()
+        if len(p.parse_metadata(header)) > self.config.max_metadata_keys:
+            raise p.ERR_METADATA_TOO_LARGE()
+
+    def expiry(self, finished: bool) -> float | None:
+        """When an upload written to now expires: never when finished or expiry is off."""
+        if finished or not self.capabilities.expiry:
+            return None
+        return time.time() + self.config.expire_after
+
+    async def create(self, upload: Upload) -> Upload:
+        """Create an upload's record and data, through the pre-create hook (which may reject
+        it, or change its id and metadata); returns the upload as stored. An upload created
+        complete (length 0) goes through pre-finish first; the caller then calls `finish`."""
+        proposed = upload.id
+        upload = await self.hooks.pre_create(upload)
+        if upload.finished:
+            await self.hooks.pre_finish(upload)
+        # The record first: creating the data of an id that is taken would truncate it.
+        if not await self.state.create(upload):
+            if upload.id != proposed:
+                raise p.ERR_ID_TAKEN()
+            raise RuntimeError("upload id collision")  # 128 random bits: a bug
+        await self.data.create(upload.id)
+        self.metrics.uploads_created.inc()
+        self.hooks.post_create(upload)
+        return upload
+
+    # -- writing a body ------------------------------------------------------------
+
+    def room(self, offset: int, length: int | None) -> int | None:
+        """How many more bytes the upload may take: up to its length, or max-size while deferred."""
+        if length is not None:
+            return length - offset
+        if self.config.max_size:
+            return max(self.config.max_size - offset, 0)
+        return None
+
+    async def write_new(
+        self, upload: Upload, reader: BodyReader, checksum: Checksum | None
+    ) -> WriteResult:
+        """creation-with-upload: `write` under the new upload's lock (Stop.LOCK_BUSY if busy)."""
+        try:
+            async with self.lock(upload.id, reader) as lock:
+                return await self.write(upload, reader, lock, checksum)
+        except LockTimeout:
+            return WriteResult(upload, Stop.LOCK_BUSY, p.ERR_UPLOAD_LOCKED())
+
+    async def write(
+        self,
+        upload: Upload,
+        reader: BodyReader,
+        lock: Lock,
+        checksum: Checksum | None,
+        on_commit: Callable[[Upload], Awaitable[None]] | None = None,
+    ) -> WriteResult:
+        """Append a body at the upload's committed offset and commit what may be committed.
+
+        The caller holds `lock` and checked the offset. Without a checksum, every byte
+        that became durable is committed, also when the client goes away or the reader
+        is interrupted (checklist C-30), and the offset is committed every
+        COMMIT_INTERVAL on the way, so a crash loses little. With a checksum nothing is
+        committed unless the whole body arrived and matched. `on_commit` hears of each
+        commit made while the body still streams. Raises only what a commit raises
+        (lock lost, upload gone, offset moved); every other end is in the result.
+        """
+        streamed = await self._stream(upload, reader, lock, checksum, on_commit)
+        return await self._settle(upload, reader, lock, checksum, streamed)
+
+    async def _stream(
+        self,
+        upload: Upload,
+        reader: BodyReader,
+        lock: Lock,
+        checksum: Checksum | None,
+        on_commit: Callable[[Upload], Awaitable[None]] | None,
+    ) -> _Streamed:
+        """Step 1: the body's chunks to the data store, committing on the way; why it stopped."""
+        loop = asyncio.get_running_loop()
+        room = self.room(upload.offset, upload.bound)
+        writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
+        current = upload
+        next_commit = loop.time() + COMMIT_INTERVAL
+        next_progress = loop.time() + self.config.progress_interval if self.hooks.wants(POST_RECEIVE) else None
+        stop: Stop | None = None
+        self.readers.add(reader)
+        self.metrics.active_uploads.inc()
+        if self.shutting_down:
+            reader.interrupt(p.ERR_SERVER_SHUTDOWN())
+        try:
+            async for chunk in reader:
+                if room is not None and writer.position - upload.offset + len(chunk) > room:
+                    stop = Stop.OVERFLOW
+                    break
+                if not lock.valid():
+                    stop = Stop.LOCK_LOST
+                    break
+                await writer.write(chunk)
+                if writer.error is not None:
+                    break
+                if checksum is None and loop.time() >= next_commit:
+                    current = await self._commit(current, await writer.checkpoint(), lock)
+                    next_commit = loop.time() + COMMIT_INTERVAL
+                    if on_commit is not None:
+                        await on_commit(current)
+                if next_progress is not None and loop.time() >= next_progress:
+                    self.hooks.post_receive(current.replace(offset=writer.position))
+                    next_progress = loop.time() + self.config.progress_interval
+        finally:
+            self.readers.discard(reader)
+            self.metrics.active_uploads.dec()
+            written = await writer.finish()
+            self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
+        if stop is None:
+            stop = self._why_stopped(reader, writer, lock)
+        return _Streamed(stop, written, current, writer.error)
+
+    @staticmethod
+    def _why_stopped(reader: BodyReader, writer: Writer, lock: Lock) -> Stop:
+        """The one reason a body that was not cut by us stopped."""
+        if not lock.valid():
+            return Stop.LOCK_LOST
+        if writer.error is not None:
+            return Stop.STORAGE_FAILED
+        if reader.error is not None:
+            return _READER_STOPS.get(reader.error.code, Stop.INTERRUPTED)
+        if reader.disconnected or not reader.complete:
+            return Stop.DISCONNECTED
+        return Stop.COMPLETE
+
+    async def _settle(
+        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: _Streamed
+    ) -> WriteResult:
+        """Step 2: decide what of the streamed bytes counts, commit it, finish the upload if it is complete."""
+        stop, written, current = streamed.stop, streamed.written, streamed.current
+        if stop is Stop.OVERFLOW:
+            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.bound is not None else p.ERR_MAX_SIZE_EXCEEDED()
+            return WriteResult(current, stop, error, close=True)
+        if stop is Stop.LOCK_LOST:
+            return WriteResult(current, stop, p.ERR_LOCK_LOST(), close=True)
+        if checksum is not None:
+            if stop is not Stop.COMPLETE:  # nothing partial can match
+                return WriteResult(current, stop, self._stop_error(stop, reader, streamed), close=True)
+            hasher, expected = checksum
+            if hasher.digest() != expected:
+                return WriteResult(current, Stop.CHECKSUM_MISMATCH, p.ERR_CHECKSUM_MISMATCH())
+        if upload.length is not None and written == upload.length:
+            try:  # before the commit: a rejected upload does not become finished
+                await self.hooks.pre_finish(current.replace(offset=written, state=FINISHED))
+            except p.TusError as error:
+                return WriteResult(current, Stop.FINISH_REFUSED, error)
+        current = await self._commit(current, written, lock)
+        if written > upload.offset:
+            self.hooks.post_receive(current)
+        if current.finished:
+            # A commit of this call finished it, and took the claim with it (`_commit`).
+            await self.finish(current, claimed=not upload.finished)
+        if stop is Stop.COMPLETE:
+            return WriteResult(current, stop)
+        close = not reader.complete if stop is Stop.STORAGE_FAILED else True
+        return WriteResult(current, stop, self._stop_error(stop, reader, streamed), close=close)
+
+    @staticmethod
+    def _stop_error(stop: Stop, reader: BodyReader, streamed: _Streamed) -> p.TusError:
+        """The answer for a body that ended early: the store's failure, or the reader's reason."""
+        if stop is Stop.STORAGE_FAILED and streamed.storage_error is not None:
+            return storage_error(streamed.storage_error)
+        return reader.error or p.ERR_UNEXPECTED_EOF()
+
+    async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
+        """Move the committed offset up to `written` (compare-and-set) and slide the expiry.
+
+        The lock's fence goes along: a lease that lapsed, however briefly, commits nothing."""
+        if written <= upload.offset:
+            return upload
+        finished = upload.length is not None and written == upload.length
+        expires = self.expiry(finished)
+        claim = FINISH_ANNOUNCED if finished and not upload.partial else None  # `finish` needs no round trip
+        try:
+            stored = await self.state.commit_offset(upload.id, upload.offset, written, expires, fence=lock.fence, claim=claim)
+        except LockLost:
+            raise p.ERR_LOCK_LOST(Connection="close") from None
+        if stored is None:
+            raise p.ERR_NOT_FOUND()
+        if stored != written:
+            # Someone else moved the offset although we held the lock: our lease must have lapsed.
+            raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(stored))
+        return upload.replace(offset=written, expires=expires, state=FINISHED if finished else "uploading")
+
+    # -- lengths, completion, termination ------------------------------------------
+
+    async def declare_length(self, upload: Upload, length: int) -> Upload:
+        """Set a deferred length (creation-defer-length); the caller holds the lock. A length
+        equal to the offset completes the upload (DL-08, through pre-finish); the caller
+        then calls `finish`."""
+        if upload.length is not None or length < upload.offset:
+            raise p.ERR_INVALID_LENGTH_CHANGE()
+        if upload.expected_length is not None and length != upload.expected_length:
+            raise p.ERR_INVALID_LENGTH_CHANGE("Upload-Length differs from the length announced when the upload was created")
+        if self.config.max_size and length > self.config.max_size:
+            raise p.ERR_MAX_SIZE_EXCEEDED()
+        if length == upload.offset:  # declaring it completes the upload (DL-08)
+            await self.hooks.pre_finish(upload.replace(length=length, state=FINISHED))
+        if not await self.state.declare_length(upload.id, length):  # type: ignore[attr-defined]
+            raise p.ERR_INVALID_LENGTH_CHANGE()
+        finished = length == upload.offset
+        return upload.replace(length=length, state=FINISHED if finished else upload.state, expires=None if finished else upload.expires)
+
+    async def expect_length(self, upload: Upload, length: int) -> bool:
+        """Record the length a draft client announced (bounds the offset, completes nothing)."""
+        return await cast(DraftStateStore, self.state).expect_length(upload.id, length)
+
+    async def complete(self, upload: Upload) -> Upload:
+        """Explicit completion (the draft): the offset becomes the length, through pre-finish,
+        then `finish`. The caller holds the lock and checked the representation."""
+        await self.hooks.pre_finish(upload.replace(length=upload.offset, state=FINISHED))  # may refuse
+        if not await self.state.declare_length(upload.id, upload.offset):  # type: ignore[attr-defined]
+            raise p.ERR_NOT_FOUND()
+        upload = upload.replace(length=upload.offset, state=FINISHED, expires=None)
+        await self.finish(upload)
+        return upload
+
+    async def finish(self, upload: Upload, *, claimed: bool = False) -> None:
+        """The upload just became complete: drop bytes past its length, then tell whoever listens.
+
+        A partial upload is no finished file (CC-07): only final uploads waiting on it
+        hear of it, once our caller has let go of its lock. `claimed`: the commit that
+        finished the upload recorded the FINISH_ANNOUNCED claim already.
+        """
+        if upload.length is not None and isinstance(self.data, RandomAccessDataStore):
+            await self.data.finish(upload.id, upload.length)
+        if upload.partial:
+            if self.concat is not None:
+                self.concat.part_changed_soon(upload.id)
+            return
+        if not claimed and not await self.state.claim(upload.id, FINISH_ANNOUNCED):
+            return  # announced already: by another request or instance that raced to the end
+        self.metrics.uploads_finished.inc()
+        self.hooks.post_finish(upload)
+        for callback in self.on_finish:
+            await callback(upload)
+
+    async def terminate(self, upload: Upload) -> None:
+        """Forget the upload and its bytes; the caller holds its lock (and asked pre-terminate)."""
+        deleted = await self.state.delete(upload.id)
+        await self.data.delete(upload.id)
+        if deleted:  # true for one request only, whatever the instance
+            self.metrics.uploads_terminated.inc()
+            self.hooks.post_terminate(upload)
+        if upload.partial and self.concat is not None:
+            self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop: running bodies end now, committing what they received (503)."""
+        self.shutting_down = True
+        for reader in list(self.readers):
+            reader.interrupt(p.ERR_SERVER_SHUTDOWN(Retry_After="1"))
