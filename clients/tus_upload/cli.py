@@ -145,6 +145,7 @@ def json_line(result: Result) -> str:
 @click.option("--digest", type=click.Choice(["sha256", "sha1", "md5"]), default="sha256", help="Whole-file digest for verification and --json.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per file on stdout (path, url, bytes, seconds, digest).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; errors only.")
+@click.version_option(package_name="tusd-py", prog_name="tus-upload")
 def main(
     paths: tuple[Path, ...],
     endpoint: str,
