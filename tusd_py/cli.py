@@ -63,7 +63,8 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
 @click.version_option(package_name="tusd-py", prog_name="tusd-py")
 def main(workers: int, **options: Any) -> None:
-    """Serve tus 1.0.0 resumable uploads."""
+    """Serve tus 1.0.0 resumable uploads (and the IETF resumable-upload draft), with the
+    browser upload page at / (its bundle is part of the installed package)."""
     if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)

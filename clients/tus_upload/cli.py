@@ -115,7 +115,7 @@ def json_line(result: Result) -> str:
 )
 @click.option("--no-verify", "no_verify", is_flag=True, hidden=True, help="The same as --verify=off.")
 @click.option("--digest", type=click.Choice(["sha256", "sha1", "md5"]), default="sha256", help="Whole-file digest for verification and --json.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per file on stdout (path, url, bytes, seconds, digest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file on stdout (path, url, bytes, seconds, digest, how it was verified).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; errors only.")
 @click.version_option(package_name="tusd-py", prog_name="tus-upload")
 def main(
@@ -137,7 +137,12 @@ def main(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Upload FILEs (and, with --recursive, directories) to a tus server, resumably."""
+    """Upload FILEs (and, with --recursive, directories) to a tus server, resumably.
+
+    By default a big file goes in checksummed chunks (see --chunk-size), so a run that
+    was interrupted resumes within one chunk of where it stopped, and the upload is then
+    verified by the digest the server reports (see --verify), without downloading it.
+    """
     metadata = _pairs(meta, "=", "KEY=VALUE")
     headers = _pairs(header, ":", "NAME: VALUE")
     try:

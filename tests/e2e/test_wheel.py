@@ -153,7 +153,7 @@ def test_the_installed_wheel_serves_the_page_and_tus_upload_works(venv: Path, in
     )
     assert upload.returncode == 0, upload.stderr
     record = json.loads(upload.stdout)
-    assert record["ok"] and record["bytes"] == len(data)
+    assert record["ok"] and record["bytes"] == len(data) and record["verified"] == "digest"
     assert requests.get(record["url"], timeout=10).content == data[::-1]
     assert int(head(record["url"]).headers["Upload-Offset"]) == len(data)
 
