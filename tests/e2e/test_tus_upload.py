@@ -13,16 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from tests.support import ROOT, TUS, head, stop_process
+from tests.support import ROOT, TUS, head, stop_process, stub_server
 
 MiB = 1024 * 1024
 
@@ -557,13 +556,8 @@ class HostileServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def hostile_server() -> Iterator[str]:
     HostileServer.patches = 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HostileServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
+    with stub_server(HostileServer) as url:
+        yield url
 
 
 def test_control_characters_from_the_server_are_escaped_before_printing(hostile_server: str, client: Client, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from tusclient.exceptions import TusCommunicationError
 
+from tests.support import stub_server
 from tus_upload.cli import main, parse_size
 from tus_upload.files import FileRange, split
 from tus_upload.resume import Entry, ResumeStore
@@ -185,12 +186,8 @@ class ConcatServer(BaseHTTPRequestHandler):
 def concat_server() -> Iterator[str]:
     ConcatServer.uploads = {}
     ConcatServer.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ConcatServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
-    httpd.shutdown()
-    httpd.server_close()
+    with stub_server(ConcatServer) as url:
+        yield url
 
 
 def test_parallel_sends_partials_then_a_final_concatenation(concat_server: str, tmp_path: Path) -> None:
