@@ -17,7 +17,7 @@ mkdir -p "$out"
 "$python" -m build --outdir "$out" .
 
 wheel=$(ls -t "$out"/tusd_py-*.whl | head -n 1)
-if ! "$python" -m zipfile -l "$wheel" | grep -q 'tusd_py/static/dist/index.html'; then
+if ! "$python" -c 'import sys, zipfile; sys.exit("tusd_py/static/dist/index.html" not in zipfile.ZipFile(sys.argv[1]).namelist())' "$wheel"; then
   if [ -n "${TUSD_PY_BUILD_WITHOUT_PAGE:-}" ]; then
     echo "built $wheel WITHOUT the upload page (TUSD_PY_BUILD_WITHOUT_PAGE is set)" >&2
   else
