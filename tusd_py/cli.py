@@ -61,8 +61,10 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
+@click.version_option(package_name="tusd-py", prog_name="tusd-py")
 def main(workers: int, **options: Any) -> None:
-    """Serve tus 1.0.0 resumable uploads."""
+    """Serve tus 1.0.0 resumable uploads (and the IETF resumable-upload draft), with the
+    browser upload page at / (its bundle is part of the installed package)."""
     if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
