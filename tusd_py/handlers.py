@@ -348,7 +348,7 @@ class TusHandler:
             raise p.ERR_METADATA_TOO_LARGE()
 
     def _creation_length(self, request: Request) -> int | None:
-        length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        length = p.parse_length(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         defer = request.headers.get("upload-defer-length")
         if length is not None and defer is not None:
             raise p.ERR_AMBIGUOUS_UPLOAD_LENGTH()
@@ -414,7 +414,7 @@ class TusHandler:
         offset = p.parse_uint(headers.get("upload-offset"), p.ERR_INVALID_OFFSET)
         if offset is None:
             raise p.ERR_INVALID_OFFSET()
-        declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        declared = p.parse_length(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
         with self._body_slot():
@@ -434,11 +434,14 @@ class TusHandler:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
                 raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+            if upload.finished or (declared is not None and declared == offset and upload.length is None):
+                # Complete, or completed by this request's Upload-Length: there is no room for a byte.
+                await self._refuse_body(reader, content_length)
             if declared is not None:
                 upload = await self._declare_length(upload, declared)
             response_headers: dict[str, str] = {}
             if upload.finished:
-                # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                # tusd: an empty PATCH to a complete upload changes nothing and reports the offset.
                 if declared is not None:  # declaring the length completed it (checklist DL-08)
                     await self._finished(upload)
                 response_headers["Upload-Offset"] = str(upload.offset)
@@ -450,6 +453,17 @@ class TusHandler:
         response_headers["Upload-Offset"] = str(result.upload.offset)
         self._expires_header(response_headers, result.upload)
         return Response(status_code=204, headers=response_headers)
+
+    @staticmethod
+    async def _refuse_body(reader: BodyReader, content_length: int | None) -> None:
+        """413 for a body sent to an upload that takes no more bytes (its bytes would go
+        nowhere); an empty body passes. Without Content-Length only reading tells."""
+        if content_length is None:
+            async for chunk in reader:
+                if chunk:
+                    raise p.ERR_UPLOAD_ALREADY_COMPLETE(Connection="close")  # the rest is not read
+        elif content_length > 0:
+            raise p.ERR_UPLOAD_ALREADY_COMPLETE()
 
     async def _declare_length(self, upload: Upload, length: int) -> Upload:
         if upload.length is not None or length < upload.offset:
