@@ -27,7 +27,7 @@ from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.headers import index_headers
-from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
+from tusd_py.hooks.base import AUTHORIZE, HOOK_ERROR_CODES, POST_RECEIVE, Hooks
 from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
@@ -142,11 +142,22 @@ class TusHandler:
 
     async def _authorize(self, request: Request) -> None:
         """The authorize hook sees every request before anything happens, also before the
-        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go."""
-        if not self.hooks.wants("authorize"):
+        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go.
+
+        It is asked before 404 or 410 is decided, with the record when there is one (a
+        tombstone too) and without one when there is none: the hook, not the answer's
+        status, decides what a stranger learns about an id (no existence oracle). An id
+        that does not match the pattern can name no upload: 404 before anything is asked.
+        """
+        if not self.hooks.wants(AUTHORIZE):
             return
         upload_id = request.path_params.get("upload_id")
-        await self.hooks.authorize(await self._load(upload_id) if upload_id is not None else None)
+        if upload_id is None:
+            await self.hooks.authorize(None)  # a creation
+            return
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        await self.hooks.authorize(await self.state.get(upload_id), upload_id)
 
     @staticmethod
     def _check_version(request: Request, method: str) -> None:
