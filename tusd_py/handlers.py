@@ -83,7 +83,7 @@ class TusHandler:
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
-        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
+        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished, hooks=self.hooks)
         self.ietf = IetfHandler(self) if config.ietf_draft else None
 
     def _extensions(self) -> str:
@@ -305,19 +305,24 @@ class TusHandler:
         self._check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
-        if self.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
-            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
-            changed = await self.hooks.pre_create(proposal)
-            if changed.id != proposal.id:
-                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
-            metadata_header = changed.metadata
-        upload = await self.concat.create_final(concat, metadata_header)
+        # Checked (each part through the authorize hook first), not yet stored: pre-create sees
+        # the final upload as it will be (is_final, its parts, its length), for ownership and quotas.
+        upload = await self.concat.new_final(concat, metadata_header)
+        changed = await self.hooks.pre_create(upload)  # it may change the metadata, not the id
+        if changed.id != upload.id:
+            raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+        upload = await self.concat.store_final(upload.replace(metadata=changed.metadata))
         self.metrics.uploads_created.inc()
         self.hooks.post_create(upload)
+        location = upload_url(request, self.config, upload.id)
         # Complete parts are joined now, before the 201 (CC-17); others when they finish.
-        if await self.concat.complete(upload.id) is Outcome.FAILED:
+        try:
+            outcome = await self.concat.complete(upload.id)
+        except p.TusError as error:  # pre-finish refused (or failed on) the assembled upload
+            raise error.with_headers(Location=location) from None
+        if outcome is Outcome.FAILED:
             raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
-        return Response(status_code=201, headers={"Location": upload_url(request, self.config, upload.id)})
+        return Response(status_code=201, headers={"Location": location})
 
     @staticmethod
     def _has_body(request: Request) -> bool:
