@@ -21,13 +21,6 @@ BOB = {"Authorization": "Bearer bob"}
 
 
 @pytest.fixture
-def hook_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "hooks.jsonl"
-    monkeypatch.setenv("HOOKS_TEST_LOG", str(path))  # the server processes inherit it
-    return path
-
-
-@pytest.fixture
 def owned(make_server, hook_log):
     return make_server(hooks_module=MODULE)
 

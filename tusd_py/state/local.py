@@ -96,6 +96,7 @@ BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = NEW.id AND settled = 0;
 CREATE TRIGGER IF NOT EXISTS concat_settle_on_delete AFTER DELETE ON uploads WHEN OLD.partial = 1
 BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = OLD.id AND settled = 0; END;
 """
+_ALL_SETTLED = "NOT EXISTS (SELECT 1 FROM concat_waiters u WHERE u.final = {final} AND u.settled = 0)"
 _UNSETTLED = f"EXISTS (SELECT 1 FROM uploads p WHERE p.id = concat_waiters.part AND p.state NOT IN ('{FINISHED}', '{EXPIRED}'))"
 
 
@@ -436,8 +437,7 @@ class LocalStateStore:
     async def finals_ready(self, part_id: str) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                "SELECT final FROM concat_waiters w WHERE part = ? AND NOT EXISTS"
-                " (SELECT 1 FROM concat_waiters u WHERE u.final = w.final AND u.settled = 0) ORDER BY final",
+                f"SELECT final FROM concat_waiters w WHERE part = ? AND {_ALL_SETTLED.format(final='w.final')} ORDER BY final",
                 (part_id,),
             )
             return [row[0] for row in rows]
@@ -447,8 +447,8 @@ class LocalStateStore:
     async def ready_finals(self, limit: int) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                "SELECT id FROM uploads WHERE parts != '' AND state = ? AND NOT EXISTS"
-                " (SELECT 1 FROM concat_waiters u WHERE u.final = uploads.id AND u.settled = 0) ORDER BY created LIMIT ?",
+                f"SELECT id FROM uploads WHERE parts != '' AND state = ? AND {_ALL_SETTLED.format(final='uploads.id')}"
+                " ORDER BY created LIMIT ?",
                 (CREATED, limit),
             )
             return [row[0] for row in rows]
