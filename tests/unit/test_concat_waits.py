@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import fakeredis
 import pytest
 
 from tusd_py.concat import Concatenator
 from tusd_py.config import Config
 from tusd_py.locks.memory import MemoryLocker
 from tusd_py.state.base import StateStore, Upload
+from tusd_py.state.redis import RedisStateStore
 from tusd_py.storage.files import FileStore
 
 pytestmark = pytest.mark.anyio
@@ -127,6 +129,27 @@ async def test_waits_on_parts_finished_before_the_final_are_settled_at_creation(
     assert await store.finals_ready("open") == ["f"] and await store.ready_finals(10) == ["f"]
     assert await store.finish_final("f")
     assert await store.ready_finals(10) == [] and await store.finals_ready("open") == []
+
+
+async def test_redis_adopts_finals_stored_before_waits_were_settled() -> None:
+    """A final stored by an older release (waits only, no `unsettled:` set) is adopted by the first sweep."""
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    store = RedisStateStore(client, prefix="t:")
+    try:
+        for part_id, offset in (("a", 1), ("b", 0)):
+            assert await store.create(Upload(id=part_id, length=1, offset=offset, state="finished" if offset else "created", partial=True))
+        for final_id in ("ready", "waiting"):
+            parts = "a" if final_id == "ready" else "a b"
+            fields = Upload(id=final_id, length=1, concat="final;...", parts=tuple(parts.split())).to_fields()
+            await client.hset(f"t:upload:{final_id}", mapping=fields)  # as _CREATE_FINAL used to store it
+            await client.zadd("t:finals", {final_id: 1.0})
+            for part_id in parts.split():
+                await client.sadd(f"t:waiting:{part_id}", final_id)
+        assert await store.ready_finals(10) == ["ready"]
+        assert await store.commit_offset("b", 0, 1, None) == 1
+        assert await store.finals_ready("b") == ["waiting"]
+    finally:
+        await store.close()
 
 
 async def _ignore(upload: Upload) -> None:

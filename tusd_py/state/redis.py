@@ -6,7 +6,9 @@ Layout (all keys under one prefix):
 - `<prefix>finals`: a sorted set of final uploads not yet assembled, scored by creation time;
 - `<prefix>waiting:<part id>`: a set of the final uploads not yet assembled that list that part;
 - `<prefix>unsettled:<final id>`: the final's parts not yet finished, expired or gone;
-- `<prefix>ready`: a set of the final uploads not yet assembled whose `unsettled:` set is empty.
+- `<prefix>ready`: a set of the final uploads not yet assembled whose `unsettled:` set is empty
+  (a final's hash has `settles` once its `unsettled:` set is kept: finals stored by releases
+  before it are adopted, once per process, by the first `ready_finals`).
 Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
 the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py`
 does. The scripts that forget a final upload's waits build the `waiting:` keys from
@@ -28,6 +30,7 @@ from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 RETRIES = 1  # a call is tried again once after a connection error or timeout
+ADOPT_BATCH = 500
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -131,7 +134,23 @@ for part in string.gmatch(ARGV[3], '%S+') do
   if state and state ~= 'finished' and state ~= 'expired' then redis.call('SADD', KEYS[4], part) end
   i = i + 2
 end
+redis.call('HSET', KEYS[1], 'settles', '1')
 if redis.call('SCARD', KEYS[4]) == 0 then redis.call('SADD', KEYS[3], ARGV[1]) end
+return 1
+"""
+
+# KEYS: upload, ready, unsettled:<id>. ARGV: id, key prefix. A final stored by an older
+# release (no `settles`): build its unsettled set from its parts' records, as _CREATE_FINAL does.
+_ADOPT = """
+if redis.call('HEXISTS', KEYS[1], 'settles') == 1 then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'state', 'parts')
+if cur[1] ~= 'created' or not cur[2] or cur[2] == '' then return 0 end
+for part in string.gmatch(cur[2], '%S+') do
+  local state = redis.call('HGET', ARGV[2] .. 'upload:' .. part, 'state')
+  if state and state ~= 'finished' and state ~= 'expired' then redis.call('SADD', KEYS[3], part) end
+end
+redis.call('HSET', KEYS[1], 'settles', '1')
+if redis.call('SCARD', KEYS[3]) == 0 then redis.call('SADD', KEYS[2], ARGV[1]) end
 return 1
 """
 
@@ -204,6 +223,8 @@ class RedisStateStore:
         self._finish_final = self.scripts.register(_FINISH_FINAL)
         self._drop_final = self.scripts.register(_DROP_FINAL)
         self._delete = self.scripts.register(_DELETE)
+        self._adopt = self.scripts.register(_ADOPT)
+        self._adopted = False  # finals of older releases (see the module docstring)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tusd-py:", timeout: float = 2.0) -> RedisStateStore:
@@ -301,7 +322,18 @@ class RedisStateStore:
         return sorted(await self.client.sinter([self._waiting_prefix + part_id, self._ready_key]))
 
     async def ready_finals(self, limit: int) -> list[str]:
+        if not self._adopted:
+            await self._adopt_older_finals()
         return sorted(await self.client.srandmember(self._ready_key, limit) or [])
+
+    async def _adopt_older_finals(self) -> None:
+        start = 0
+        while batch := await self.client.zrange(self._finals_key, start, start + ADOPT_BATCH - 1):
+            for final_id in batch:
+                keys = [self.key(final_id), self._ready_key, f"{self.prefix}unsettled:{final_id}"]
+                await self._adopt(keys=keys, args=[final_id, self.prefix])
+            start += ADOPT_BATCH
+        self._adopted = True
 
     async def pending_finals(self, limit: int) -> list[str]:
         return list(await self.client.zrange(self._finals_key, 0, limit - 1))
