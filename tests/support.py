@@ -1,18 +1,23 @@
-"""Real processes for the tests: redis-server and tusd-py servers on 127.0.0.1.
+"""Real processes for the tests: redis-server and tusd-py servers on 127.0.0.1 (and small
+stand-in HTTP servers in a thread, for what tusd-py never answers).
 
 Every process started here is stopped by its PID. Waits are bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -146,6 +151,20 @@ class TusServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def stub_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served by a threaded http.server on 127.0.0.1; yields its /files/ URL, then stops it."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
 
 
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -76,7 +76,8 @@ def config_from_options(options: dict[str, Any]) -> Config:
 
 
 def _run(workers: int, **options: Any) -> None:
-    """Serve tus 1.0.0 resumable uploads."""
+    """Serve tus 1.0.0 resumable uploads (and the IETF resumable-upload draft), with the
+    browser upload page at / (its bundle is part of the installed package)."""
     if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
@@ -94,6 +95,7 @@ def _command() -> click.Command:
         "--workers", default=1, type=click.IntRange(min=1), show_envvar=True,
         help="Server processes sharing the port (more than 1 needs --redis-url).",
     )(command)
+    command = click.version_option(package_name="tusd-py", prog_name="tusd-py")(command)
     for field in reversed(dataclasses.fields(Config)):  # decorators apply inside out: --help lists them in order
         command = _option(field)(command)
     return click.command(context_settings={"auto_envvar_prefix": "TUSD_PY", "show_default": True}, name="tusd-py")(command)

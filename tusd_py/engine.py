@@ -122,17 +122,28 @@ class UploadEngine:
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
         self.concat: Concatenator | None = None
         if self.capabilities.concatenation:
-            self.concat = Concatenator(config, cast(FullStateStore, state), data, locker, on_complete=self.finish)
+            self.concat = Concatenator(config, cast(FullStateStore, state), data, locker, on_complete=self.finish, hooks=self.hooks)
 
     # -- reading and locking -------------------------------------------------------
 
     async def authorize(self, upload_id: str | None) -> None:
         """The authorize hook sees every request (but OPTIONS) before anything happens, also
         before the lock is asked for: a stranger's PATCH must not make the owner's running
-        PATCH let go. `upload_id` None: a creation."""
+        PATCH let go. `upload_id` None: a creation.
+
+        It is asked before 404 or 410 is decided, with the record when there is one (a
+        tombstone too) and without one when there is none: the hook, not the answer's
+        status, decides what a stranger learns about an id (no existence oracle). An id
+        that does not match the pattern can name no upload: 404 before anything is asked.
+        """
         if not self.hooks.wants(AUTHORIZE):
             return
-        await self.hooks.authorize(await self.load(upload_id) if upload_id is not None else None)
+        if upload_id is None:
+            await self.hooks.authorize(None)  # a creation
+            return
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        await self.hooks.authorize(await self.state.get(upload_id), upload_id)
 
     async def load(self, upload_id: str, lock: Lock | None = None) -> Upload:
         """The upload's record (404 unknown, 410 expired); under `lock`, pass it (the

@@ -148,26 +148,31 @@ class TusHandler:
         engine.check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
-        if engine.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
-            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
-            changed = await engine.hooks.pre_create(proposal)
-            if changed.id != proposal.id:
-                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
-            metadata_header = changed.metadata
-        upload = await engine.concat.create_final(concat, metadata_header)
+        # Checked (each part through the authorize hook first), not yet stored: pre-create sees
+        # the final upload as it will be (is_final, its parts, its length), for ownership and quotas.
+        upload = await engine.concat.new_final(concat, metadata_header)
+        changed = await engine.hooks.pre_create(upload)  # it may change the metadata, not the id
+        if changed.id != upload.id:
+            raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+        upload = await engine.concat.store_final(upload.replace(metadata=changed.metadata))
         engine.metrics.uploads_created.inc()
         engine.hooks.post_create(upload)
+        location = upload_url(request, self.config, upload.id)
         # Complete parts are joined now, before the 201 (CC-17); others when they finish.
-        if await engine.concat.complete(upload.id) is Outcome.FAILED:
+        try:
+            outcome = await engine.concat.complete(upload.id)
+        except p.TusError as error:  # pre-finish refused (or failed on) the assembled upload
+            raise error.with_headers(Location=location) from None
+        if outcome is Outcome.FAILED:
             raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
-        return Response(status_code=201, headers={"Location": upload_url(request, self.config, upload.id)})
+        return Response(status_code=201, headers={"Location": location})
 
     @staticmethod
     def _has_body(request: Request) -> bool:
         return p.media_type(request.headers) == p.OFFSET_CONTENT_TYPE
 
     def _creation_length(self, request: Request) -> int | None:
-        length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        length = p.parse_length(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         defer = request.headers.get("upload-defer-length")
         if length is not None and defer is not None:
             raise p.ERR_AMBIGUOUS_UPLOAD_LENGTH()
@@ -230,7 +235,7 @@ class TusHandler:
         offset = p.parse_uint(headers.get("upload-offset"), p.ERR_INVALID_OFFSET)
         if offset is None:
             raise p.ERR_INVALID_OFFSET()
-        declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        declared = p.parse_length(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
         with self.engine.body_slot():
@@ -251,11 +256,14 @@ class TusHandler:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
                 raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+            if upload.finished or (declared is not None and declared == offset and upload.length is None):
+                # Complete, or completed by this request's Upload-Length: there is no room for a byte.
+                await self._refuse_body(reader, content_length)
             if declared is not None:
                 upload = await engine.declare_length(upload, declared)
             response_headers: dict[str, str] = {}
             if upload.finished:
-                # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                # tusd: an empty PATCH to a complete upload changes nothing and reports the offset.
                 if declared is not None:  # declaring the length completed it (checklist DL-08)
                     await engine.finish(upload)
                 response_headers["Upload-Offset"] = str(upload.offset)
@@ -267,6 +275,17 @@ class TusHandler:
         response_headers["Upload-Offset"] = str(result.upload.offset)
         self._expires_header(response_headers, result.upload)
         return Response(status_code=204, headers=response_headers)
+
+    @staticmethod
+    async def _refuse_body(reader: BodyReader, content_length: int | None) -> None:
+        """413 for a body sent to an upload that takes no more bytes (its bytes would go
+        nowhere); an empty body passes. Without Content-Length only reading tells."""
+        if content_length is None:
+            async for chunk in reader:
+                if chunk:
+                    raise p.ERR_UPLOAD_ALREADY_COMPLETE(Connection="close")  # the rest is not read
+        elif content_length > 0:
+            raise p.ERR_UPLOAD_ALREADY_COMPLETE()
 
     # -- DELETE (termination) ------------------------------------------------------
 

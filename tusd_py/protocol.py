@@ -22,6 +22,10 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 _ID_RE = re.compile(ID_PATTERN)
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")  # int() accepts '+5', '5_0', ' 5' and '٥'
+_LENGTH_RE = re.compile(r"[0-9]+")
+# The largest length (and offset) the server stores: SQLite's INTEGER is a signed 64-bit
+# integer, and both state stores must answer alike. Longer lengths are a 413, not a 400.
+MAX_LENGTH = 2**63 - 1
 _METADATA_KEY_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _URL_RE = re.compile(r"[\x21-\x7e]+")
@@ -88,6 +92,8 @@ ERR_MISMATCHED_OFFSET = Error(409, "ERR_MISMATCHED_OFFSET", "Upload-Offset does 
 ERR_GONE = Error(410, "ERR_UPLOAD_GONE", "upload expired")
 ERR_MAX_SIZE_EXCEEDED = Error(413, "ERR_MAX_SIZE_EXCEEDED", "maximum size exceeded")
 ERR_UPLOAD_SIZE_EXCEEDED = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "request body exceeds the upload's length")
+ERR_LENGTH_TOO_LARGE = Error(413, "ERR_MAX_SIZE_EXCEEDED", "the length is above the largest this server can store (2^63-1 bytes)")
+ERR_UPLOAD_ALREADY_COMPLETE = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "the upload is complete: it takes no more bytes")
 ERR_RANGE_NOT_SATISFIABLE = Error(416, "ERR_RANGE_NOT_SATISFIABLE", "requested range not satisfiable")
 ERR_UPLOAD_LOCKED = Error(423, "ERR_UPLOAD_LOCKED", "upload is in use by another request, try again")
 ERR_READ_TIMEOUT = Error(408, "ERR_READ_TIMEOUT", "no data received within the network timeout")
@@ -140,6 +146,20 @@ def parse_uint(value: str | None, error: Error) -> int | None:
     if _DIGITS_RE.fullmatch(value) is None:
         raise error()
     return int(value)
+
+
+def parse_length(value: str | None, error: Error) -> int | None:
+    """An upload's length: strict decimal digits as `parse_uint` (else `error`), and at most
+    MAX_LENGTH, else 413: valid digits the server cannot store are a size, not a syntax, error.
+    Any number of digits is judged without int() on them (which refuses over 4300 digits)."""
+    if value is None:
+        return None
+    if _LENGTH_RE.fullmatch(value) is None:
+        raise error()
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_LENGTH)) or int(digits) > MAX_LENGTH:
+        raise ERR_LENGTH_TOO_LARGE()
+    return int(digits)
 
 
 def format_http_date(timestamp: float) -> str:

@@ -1,7 +1,9 @@
 """The browser upload page at `/`: the Uppy bundle built from clients/web into static/dist/.
 
-The bundle is built, never committed (scripts/serve.sh and scripts/test.sh build it).
-Without it the server still runs and `/` says how to build it.
+The bundle is built, never committed: building the package (a wheel, `pip install .`,
+`pip install -e .`, so also scripts/serve.sh and scripts/test.sh) builds it (setup.py).
+Without it (a package built with TUSD_PY_BUILD_WITHOUT_PAGE) the server still runs and
+`/` says how to get it.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def ui_routes(config: Config, dist: Path | None = None) -> list[BaseRoute]:
 
         async def not_built(request: Request) -> Response:
             return PlainTextResponse(
-                "tusd-py: the upload page is not built. Start the server with scripts/serve.sh, or run\n"
-                "  (cd clients/web && npm ci && npm run build)\n"
-                f"then restart. Uploads go to {config.base_path} all the same.\n"
+                "tusd-py: the upload page is not built (this tusd-py was built without npm).\n"
+                "Install tusd-py from a wheel, or build it where npm is installed (pip install .;\n"
+                "in a checkout, scripts/serve.sh), then restart.\n"
+                f"Uploads go to {config.base_path} all the same.\n"
             )
 
         return [Route("/", not_built)]

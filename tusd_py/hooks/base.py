@@ -121,15 +121,19 @@ class HookUpload:
 @dataclass
 class HookEvent:
     type: str
-    upload: HookUpload | None  # None for `authorize` on a creation (POST): no upload exists yet
+    # None for `authorize` when no record exists: a creation (POST, `upload_id` None), or an
+    # id nobody created, or that was terminated (`upload_id` names it).
+    upload: HookUpload | None
     request: HookRequest | None
+    upload_id: str | None = None  # the upload the event is about; None only for a creation
 
     def to_dict(self) -> dict[str, Any]:
         upload = None
         if self.upload is not None:
             upload = asdict(self.upload)
             upload["size_is_deferred"] = self.upload.size_is_deferred
-        return {"type": self.type, "upload": upload, "request": asdict(self.request) if self.request else None}
+        request = asdict(self.request) if self.request else None
+        return {"type": self.type, "upload_id": self.upload_id, "upload": upload, "request": request}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -263,7 +267,7 @@ class Hooks:
         if self.transports:
             _current_request.set(HookRequest.from_request(request, method))
 
-    def event(self, event_type: str, upload: Upload | None, **changes: object) -> HookEvent:
+    def event(self, event_type: str, upload: Upload | None, upload_id: str | None = None, **changes: object) -> HookEvent:
         view = None
         if upload is not None:
             if changes:
@@ -281,14 +285,16 @@ class Hooks:
                 expires=upload.expires,
                 storage=self.storage(upload.id),
             )
-        return HookEvent(event_type, view, _current_request.get())
+        return HookEvent(event_type, view, _current_request.get(), upload.id if upload is not None else upload_id)
 
     # -- blocking events -----------------------------------------------------------
 
-    async def authorize(self, upload: Upload | None) -> None:
-        """Every request but OPTIONS, before anything else happens (for POST: `upload` is None)."""
+    async def authorize(self, upload: Upload | None, upload_id: str | None = None) -> None:
+        """Every request but OPTIONS, before anything else happens, and each part a final
+        upload lists. `upload` is the record (tombstones too), None when there is none:
+        for a creation (`upload_id` None) or an id that names no upload."""
         if self._wanted[AUTHORIZE]:
-            await self._blocking(self.event(AUTHORIZE, upload))
+            await self._blocking(self.event(AUTHORIZE, upload, upload_id))
 
     async def pre_create(self, upload: Upload) -> Upload:
         """May reject the creation, or return the upload with another id or metadata."""

@@ -55,6 +55,7 @@ return 1
 ASK_AGAIN = 1.0  # seconds before a waiter repeats its release request (messages can be lost)
 MAX_POLL = 0.5  # longest sleep between two tries of a waiter that hears nothing
 RENEW_RETRY = 0.5  # seconds before retrying a renewal that failed on a Redis error
+CLOSE_TRIES = 50  # cancellations of the subscription task at close, 0.1 s apart
 
 
 class RedisLease:
@@ -246,9 +247,13 @@ class RedisLocker:
         if self._own_scripts:
             await self._scripts.close()
         if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except (asyncio.CancelledError, Exception):
-                pass
+            # redis-py's get_message can swallow a cancellation that lands while it waits
+            # (the task then waits on for the next message): cancel until it ends, bounded.
+            for _ in range(CLOSE_TRIES):
+                self._listener.cancel()
+                done, _ = await asyncio.wait({self._listener}, timeout=0.1)
+                if done:
+                    break
+            if self._listener.done() and not self._listener.cancelled():
+                self._listener.exception()  # retrieved: ending with an error is ending
             self._listener = None
