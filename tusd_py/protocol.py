@@ -71,6 +71,7 @@ ERR_INVALID_OFFSET = Error(400, "ERR_INVALID_OFFSET", "missing or invalid Upload
 ERR_INVALID_CONTENT_LENGTH = Error(400, "ERR_INVALID_CONTENT_LENGTH", "invalid Content-Length header")
 ERR_INVALID_METADATA = Error(400, "ERR_INVALID_METADATA", "invalid Upload-Metadata header")
 ERR_METADATA_TOO_LARGE = Error(400, "ERR_METADATA_TOO_LARGE", "Upload-Metadata has too many bytes or keys")
+ERR_HEADERS_TOO_LARGE = Error(431, "ERR_HEADERS_TOO_LARGE", "request head too large")  # server.py, before any handler
 ERR_TOO_MANY_UPLOADS = Error(429, "ERR_TOO_MANY_UPLOADS", "too many uploads in progress, retry later")
 ERR_INVALID_CHECKSUM = Error(400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")
 ERR_UNSUPPORTED_CHECKSUM = Error(400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", "unsupported checksum algorithm")
