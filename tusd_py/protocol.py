@@ -226,9 +226,3 @@ def parse_concat(header: str | None) -> Concat | None:
             return Concat(raw=value, partial=False, urls=urls)
     raise ERR_INVALID_CONCAT()
 
-
-
-
-def has_forbidden_header_chars(value: str) -> bool:
-    """CR, LF and NUL in a value would let a hook or client inject headers into our responses."""
-    return any(ch in value for ch in "\r\n\x00")

@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -153,21 +154,35 @@ class HookResponse:
 
     @classmethod
     def parse(cls, value: object) -> HookResponse | None:
-        """A transport's answer (None, a HookResponse or a dict of the same fields), checked."""
-        if value is None or isinstance(value, HookResponse):
-            return value
+        """A transport's answer (None, a HookResponse or a dict of the same fields), checked.
+
+        Every answer goes through here, whoever made it (a dict, a returned or raised
+        HookResponse, `Reject(...)`, a webhook's reply), so that nothing a hook says can
+        make a response the server cannot send: a status outside 400..599 (a 3xx would
+        redirect, a 2xx would let the request through), a header that is not a token
+        or whose value is not latin-1 without control characters, a header that frames
+        the response. Any of those is HookFailed: the request gets 502, the log says why.
+        """
+        if value is None:
+            return None
+        if isinstance(value, HookResponse):
+            value = asdict(value)
         if not isinstance(value, Mapping):
             raise HookFailed(f"a hook answered with {type(value).__name__}, not an object")
         unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata"}
         if unknown:
-            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(unknown))}")
+            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(map(str, unknown)))[:200]}")
+        if not isinstance(value.get("reject", False), bool):
+            raise HookFailed("a hook's reject must be true or false")
         status = value.get("status")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
-            raise HookFailed("a hook's status must be an integer from 400 to 599")
+            raise HookFailed(f"a hook's status must be an integer from 400 to 599, not {status!r:.40}")
         headers = value.get("headers") or {}
         metadata = value.get("metadata")
         if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise HookFailed("a hook's headers must map strings to strings")
+        for name, header_value in headers.items():
+            _check_header(name, header_value)
         if metadata is not None and (
             not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
         ):
@@ -183,6 +198,27 @@ class HookResponse:
             id=value.get("id"),
             metadata=dict(metadata) if metadata is not None else None,
         )
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
+_VALUE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")  # latin-1 only is checked apart
+# Headers that describe the body or the connection are the server's, never a hook's.
+_SERVER_HEADERS = frozenset(
+    {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"}
+)
+
+
+def _check_header(name: str, value: str) -> None:
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise HookFailed(f"a hook's header name {name!r:.60} is not a token")
+    if name.lower() in _SERVER_HEADERS:
+        raise HookFailed(f"a hook may not set {name}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise HookFailed(f"a hook's {name} header is not latin-1") from None
+    if _VALUE_RE.fullmatch(value) is None:
+        raise HookFailed(f"a hook's {name} header has control characters")
 
 
 class Transport(Protocol):
@@ -222,8 +258,7 @@ def rejection(event_type: str, response: HookResponse) -> p.TusError:
     if event_type == AUTHORIZE and response.status == 401:
         default = p.ERR_UNAUTHORIZED
     message = " ".join((response.message or default.message).split())[:200] or default.message
-    headers = tuple((name, value) for name, value in response.headers.items() if not p.has_forbidden_header_chars(name + value))
-    return p.TusError(response.status or default.status, default.code, message, headers)
+    return p.TusError(response.status or default.status, default.code, message, tuple(response.headers.items()))
 
 
 class Hooks:
@@ -324,12 +359,14 @@ class Hooks:
         for transport in self._wanted[event.type]:
             self._count(event.type, transport.name, failed=False)
             try:
-                response = HookResponse.parse(await asyncio.wait_for(transport.deliver(event), self.timeout))
+                try:
+                    answer: object = await asyncio.wait_for(transport.deliver(event), self.timeout)
+                except Reject as exc:
+                    answer = exc.response
+                response = HookResponse.parse(answer)  # whatever the path, checked
             except (asyncio.TimeoutError, HookTimeout) as exc:
                 self._log_failure(event.type, transport.name, f"no answer in time ({exc or self.timeout})")
                 raise p.ERR_HOOK_TIMEOUT() from None
-            except Reject as exc:
-                response = exc.response
             except Exception as exc:
                 self._log_failure(event.type, transport.name, repr(exc))
                 raise p.ERR_HOOK_FAILED() from None
