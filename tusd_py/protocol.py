@@ -117,6 +117,7 @@ ERR_UNAUTHORIZED = Error(401, "ERR_UNAUTHORIZED", "authorization required")
 ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
 ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
 ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
+ERR_HOOKS_BUSY = Error(503, "ERR_HOOKS_BUSY", "the server's hooks are busy, try again shortly")
 ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
 
 

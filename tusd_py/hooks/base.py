@@ -10,7 +10,8 @@ awaited: a transport may reject them (the request is answered with the hook's
 status or the table's default), and `pre-create` may change the id and metadata.
 A transport that fails or takes longer than `timeout` rejects the request with a
 5xx (ERR_HOOK_FAILED 502, ERR_HOOK_TIMEOUT 504); the caller has changed nothing
-yet, and its lock is released as the error unwinds.
+yet, and its lock is released as the error unwinds. Blocking calls take one of a
+bounded number of slots (`capacity.py`): with none free, 503 ERR_HOOKS_BUSY at once.
 
 Notifications (`post-*`) are queued per transport and delivered in order by one
 background task, so a slow receiver never slows a request; a failing one is
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from starlette.requests import Request
 
 from tusd_py import protocol as p
+from tusd_py.hooks.capacity import HookCapacity, HooksBusy
 from tusd_py.state.base import Upload
 
 logger = logging.getLogger("tusd_py.hooks")
@@ -56,7 +58,8 @@ _REJECTIONS = {
 }
 # Errors that come from hooks: a POST with a body reports them even though the upload exists.
 HOOK_ERROR_CODES = frozenset(
-    {error.code for error in _REJECTIONS.values()} | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code}
+    {error.code for error in _REJECTIONS.values()}
+    | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code, p.ERR_HOOKS_BUSY.code}
 )
 QUEUE_SIZE = 10_000  # notifications waiting per transport; past it they are dropped (and counted)
 
@@ -272,9 +275,11 @@ class Hooks:
         progress_interval: float = 1.0,
         storage: Callable[[str], dict[str, str]] = lambda upload_id: {},
         metrics: HookMetrics | None = None,
+        capacity: HookCapacity | None = None,
     ) -> None:
         self.transports = list(transports)
         self.timeout = timeout
+        self.capacity = capacity or HookCapacity()
         self.progress_interval = progress_interval
         self.storage = storage
         self.metrics = metrics
@@ -355,6 +360,14 @@ class Hooks:
             await self._blocking(self.event(PRE_TERMINATE, upload))
 
     async def _blocking(self, event: HookEvent) -> HookResponse:
+        try:
+            with self.capacity.slot():
+                return await self._ask(event)
+        except HooksBusy as exc:
+            logger.warning("%s hook refused: %s", event.type, exc)
+            raise p.ERR_HOOKS_BUSY(Retry_After="1") from None
+
+    async def _ask(self, event: HookEvent) -> HookResponse:
         merged = HookResponse()
         for transport in self._wanted[event.type]:
             self._count(event.type, transport.name, failed=False)
@@ -367,6 +380,8 @@ class Hooks:
             except (asyncio.TimeoutError, HookTimeout) as exc:
                 self._log_failure(event.type, transport.name, f"no answer in time ({exc or self.timeout})")
                 raise p.ERR_HOOK_TIMEOUT() from None
+            except HooksBusy:
+                raise
             except Exception as exc:
                 self._log_failure(event.type, transport.name, repr(exc))
                 raise p.ERR_HOOK_FAILED() from None
