@@ -53,6 +53,7 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--hooks-enabled-events", default=",".join(Config.hooks_events), show_envvar=True, help="Comma-separated hook events to send.")
 @click.option("--hooks-timeout", default=30.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds a blocking hook may take in all before the request fails with 504.")
 @click.option("--hooks-concurrency", default=16, type=click.IntRange(min=1), show_envvar=True, help="Blocking hook calls (authorize, pre-*) in progress at once; more get 503 at once. Plain hook functions run on twice as many threads of their own.")
+@click.option("--hooks-queue-size", default=10_000, type=click.IntRange(min=1), show_envvar=True, help="Notifications waiting per transport and kind: progress (post-create, post-receive) past it is dropped and counted; post-finish and post-terminate are never dropped (the request waits for room).")
 @click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
 @click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")

@@ -50,6 +50,7 @@ class Config:
         "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
     )
     hooks_timeout: float = 30.0  # seconds a blocking hook may take in all (retries included) before 504
+    hooks_queue_size: int = 10_000  # notifications waiting per transport and kind (progress past it: dropped)
     hooks_concurrency: int = 16  # blocking hook calls at once (more get 503); plain functions get twice as many threads
     progress_interval: float = 1.0  # post-receive: at most once per this many seconds per upload
     # Operations

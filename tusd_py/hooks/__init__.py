@@ -67,6 +67,7 @@ def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], met
         storage=storage,
         metrics=metrics,
         capacity=capacity,
+        queue_size=config.hooks_queue_size,
     )
 
 

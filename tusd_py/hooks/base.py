@@ -13,9 +13,13 @@ A transport that fails or takes longer than `timeout` rejects the request with a
 yet, and its lock is released as the error unwinds. Blocking calls take one of a
 bounded number of slots (`capacity.py`): with none free, 503 ERR_HOOKS_BUSY at once.
 
-Notifications (`post-*`) are queued per transport and delivered in order by one
-background task, so a slow receiver never slows a request; a failing one is
-logged and counted, and the request does not notice.
+Notifications (`post-*`) are queued and delivered in order by background tasks,
+so a slow receiver never slows a request; a failing one is logged and counted,
+and the request does not notice. Each transport has two queues, each with its
+own task (`_Lane`): progress (`post-create`, `post-receive`, which any client makes
+cheaply and in numbers) and outcomes (`post-finish`, `post-terminate`). An outcome
+never waits behind progress and is never dropped; progress past the queue's size
+is dropped and counted (`tusd_py_hook_events_dropped_total`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 from starlette.requests import Request
 
@@ -61,7 +65,9 @@ HOOK_ERROR_CODES = frozenset(
     {error.code for error in _REJECTIONS.values()}
     | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code, p.ERR_HOOKS_BUSY.code}
 )
-QUEUE_SIZE = 10_000  # notifications waiting per transport; past it they are dropped (and counted)
+QUEUE_SIZE = 10_000  # default of --hooks-queue-size: notifications waiting per transport and kind
+URGENT = frozenset({POST_FINISH, POST_TERMINATE})  # never dropped, never behind progress
+DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped progress events
 
 
 class HookFailed(Exception):
@@ -243,6 +249,42 @@ class HookMetrics(Protocol):
 
     def hook_failed(self, event_type: str, transport: str) -> None: ...
 
+    def hook_dropped(self, event_type: str, transport: str) -> None: ...
+
+
+class _Lane:
+    """One transport's queue of one kind of notification, delivered in order by one task.
+
+    A progress lane holds at most `limit` events and drops what comes past it. An
+    urgent lane (post-finish, post-terminate) drops nothing: past `limit` the event
+    is queued all the same and `room` is cleared until the lane is back under it;
+    the request that caused the event waits for `room` before it is answered, so
+    memory stays bounded by the requests that wait.
+    """
+
+    def __init__(self, limit: int, *, urgent: bool) -> None:
+        self.limit = limit
+        self.urgent = urgent
+        self.queue: asyncio.Queue[HookEvent] = asyncio.Queue()  # bounded in `put`
+        self.room = asyncio.Event()
+        self.room.set()
+        self.worker: asyncio.Task[None] | None = None
+
+    def put(self, event: HookEvent) -> bool:
+        """Queue `event`; False when a progress lane is full and drops it."""
+        if self.queue.qsize() >= self.limit:
+            if not self.urgent:
+                return False
+            self.room.clear()
+        self.queue.put_nowait(event)
+        return True
+
+    async def get(self) -> HookEvent:
+        event = await self.queue.get()
+        if self.queue.qsize() < self.limit:
+            self.room.set()
+        return event
+
 
 _current_request: contextvars.ContextVar[HookRequest | None] = contextvars.ContextVar("tusd_py_hook_request", default=None)
 
@@ -276,6 +318,7 @@ class Hooks:
         storage: Callable[[str], dict[str, str]] = lambda upload_id: {},
         metrics: HookMetrics | None = None,
         capacity: HookCapacity | None = None,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.transports = list(transports)
         self.timeout = timeout
@@ -284,8 +327,10 @@ class Hooks:
         self.storage = storage
         self.metrics = metrics
         self._wanted = {event: [t for t in self.transports if t.handles(event)] for event in EVENTS}
-        self._queues: dict[str, asyncio.Queue[HookEvent]] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self.queue_size = queue_size
+        self._lanes: dict[tuple[str, bool], _Lane] = {}  # (transport, urgent)
+        self._dropped: dict[tuple[str, str], int] = {}  # not yet logged, by (event, transport)
+        self._drops_logged = 0.0
         self._last_progress: dict[str, float] = {}
 
     def wants(self, event_type: str) -> bool:
@@ -411,39 +456,47 @@ class Hooks:
         elif last is not None and now - last < self.progress_interval:
             return
         else:
-            if len(self._last_progress) >= QUEUE_SIZE:
+            if len(self._last_progress) >= self.queue_size:
                 self._last_progress.clear()
             self._last_progress[upload.id] = now
         self._notify(POST_RECEIVE, upload)
 
-    def post_finish(self, upload: Upload) -> None:
-        self._notify(POST_FINISH, upload)
+    def post_finish(self, upload: Upload) -> Awaitable[None]:
+        """Queued at once, never dropped; await the result: it is done when the queue has
+        room (at once, unless `queue_size` outcomes are already waiting)."""
+        return self._notify(POST_FINISH, upload)
 
-    def post_terminate(self, upload: Upload) -> None:
-        self._notify(POST_TERMINATE, upload, state="terminated")
+    def post_terminate(self, upload: Upload) -> Awaitable[None]:
+        """As `post_finish`."""
+        return self._notify(POST_TERMINATE, upload, state="terminated")
 
-    def _notify(self, event_type: str, upload: Upload, **changes: object) -> None:
+    def _notify(self, event_type: str, upload: Upload, **changes: object) -> asyncio.Future[Any]:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
         transports = self._wanted[event_type]
         if not transports:
-            return
+            return done
         event = self.event(event_type, upload, **changes)
+        urgent = event_type in URGENT
+        waits = []
         for transport in transports:
-            queue = self._queue(transport)
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._log_failure(event_type, transport.name, "queue full, event dropped")
+            lane = self._lane(transport, urgent)
+            if not lane.put(event):
+                self._drop(event_type, transport.name)
+            elif not lane.room.is_set():
+                waits.append(lane.room.wait())
+        return asyncio.ensure_future(asyncio.gather(*waits)) if waits else done
 
-    def _queue(self, transport: Transport) -> asyncio.Queue[HookEvent]:
-        queue = self._queues.get(transport.name)
-        if queue is None:
-            queue = self._queues[transport.name] = asyncio.Queue(QUEUE_SIZE)
-            self._workers.append(asyncio.create_task(self._deliver_all(transport, queue)))
-        return queue
+    def _lane(self, transport: Transport, urgent: bool) -> _Lane:
+        lane = self._lanes.get((transport.name, urgent))
+        if lane is None:
+            lane = self._lanes[(transport.name, urgent)] = _Lane(self.queue_size, urgent=urgent)
+            lane.worker = asyncio.create_task(self._deliver_all(transport, lane))
+        return lane
 
-    async def _deliver_all(self, transport: Transport, queue: asyncio.Queue[HookEvent]) -> None:
+    async def _deliver_all(self, transport: Transport, lane: _Lane) -> None:
         while True:
-            event = await queue.get()
+            event = await lane.get()
             self._count(event.type, transport.name, failed=False)
             try:
                 await asyncio.wait_for(transport.deliver(event), self.timeout)
@@ -452,7 +505,20 @@ class Hooks:
             except Exception as exc:
                 self._log_failure(event.type, transport.name, repr(exc) if str(exc) else type(exc).__name__)
             finally:
-                queue.task_done()
+                lane.queue.task_done()
+
+    def _drop(self, event_type: str, transport: str) -> None:
+        """A progress event found its queue full: counted always, logged now and then."""
+        if self.metrics is not None:
+            self.metrics.hook_dropped(event_type, transport)
+        key = (event_type, transport)
+        self._dropped[key] = self._dropped.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._drops_logged >= DROP_LOG_INTERVAL:
+            self._drops_logged = now
+            counts = ", ".join(f"{count} {event} ({name})" for (event, name), count in self._dropped.items())
+            logger.warning("hook queues full (%s events each): dropped %s", self.queue_size, counts)
+            self._dropped.clear()
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -466,12 +532,13 @@ class Hooks:
 
     async def close(self, drain: float = 5.0) -> None:
         """Deliver what is queued (for at most `drain` seconds), then stop."""
-        if self._queues:
+        if self._lanes:
             try:
-                await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), drain)
+                await asyncio.wait_for(asyncio.gather(*(lane.queue.join() for lane in self._lanes.values())), drain)
             except asyncio.TimeoutError:
                 logger.warning("hook notifications still queued at shutdown were dropped")
-        for worker in self._workers:
-            worker.cancel()
+        for lane in self._lanes.values():
+            if lane.worker is not None:
+                lane.worker.cancel()
         for transport in self.transports:
             await transport.close()
