@@ -9,7 +9,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support import RedisServer, TusServer, raw_request
+from tests.e2e.test_operations import ready_then_redis_stopped
+from tests.support import raw_request
 
 FORGED = "2026-01-01 00:00:00,000 INFO tusd_py.access: DELETE /files/victim 204"
 
@@ -36,20 +37,12 @@ def test_text_access_log_escapes_control_characters(make_server) -> None:
 
 def test_readyz_tells_the_world_no_addresses_or_error_texts(tmp_path: Path) -> None:
     """The state store's failure (the Redis backend: its address is in the error) is logged, not published."""
-    redis_server = RedisServer(tmp_path / "redis").start()
-    server = TusServer(tmp_path / "data", redis_url=redis_server.url)
-    try:
-        server.start()
-        assert requests.get(server.base + "/readyz", timeout=10).status_code == 200
-        redis_server.stop()
+    with ready_then_redis_stopped(tmp_path) as (server, redis_server):
         response = requests.get(server.base + "/readyz", timeout=15)
         assert response.status_code == 503
         assert response.json() == {"ready": False, "checks": {"state": "unreachable", "data": "ok", "server": "ok"}}
         for secret in (str(redis_server.port), "127.0.0.1", "Error", "onnect"):
             assert secret not in response.text, response.text
-    finally:
-        server.stop()
-        redis_server.stop()
     log = server.log()
     details = [line for line in log.splitlines() if "not ready" in line]
     assert details and str(redis_server.port) in details[0]  # the operator still learns why

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
+from tests.e2e.test_hardening import read_reply
 from tests.support import head, raw_request
 
 KiB = 1024
@@ -30,14 +31,7 @@ def send(port: int, *writes: bytes) -> bytes:
                 sock.sendall(data)
             except OSError:
                 break
-        sock.settimeout(10)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        return reply
+        return read_reply(sock)
     finally:
         sock.close()
 

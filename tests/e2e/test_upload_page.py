@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.support import ROOT, head, stop_process, wait_for_port, free_port
+from tests.support import ROOT, LocalHttpServer, free_port, head, stop_process, wait_for_port
 
 MiB = 1024 * 1024
 CHROMIUM = "/usr/bin/chromium"
@@ -210,13 +210,14 @@ def test_page_on_an_origin_the_server_does_not_allow_fails(make_server, browser,
 
 # -- issue 13, item 5: where the page sends files, what it links to, its Content-Security-Policy
 
-class FakeEndpoint:
+class FakeEndpoint(LocalHttpServer):
     """A tus endpoint on 127.0.0.1 that records every request and answers a creation with
     `location` (CORS open, so that a browser would talk to it)."""
 
+    path = "/files/"
+
     def __init__(self, location: str) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.requests: list[str] = []
         endpoint = self
@@ -255,22 +256,7 @@ class FakeEndpoint:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/files/"
-
-    def __enter__(self) -> "FakeEndpoint":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        super().__init__(Handler)
 
 
 WATCH_CSP = """() => {
