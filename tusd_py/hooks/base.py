@@ -461,31 +461,39 @@ class Hooks:
             self._last_progress[upload.id] = now
         self._notify(POST_RECEIVE, upload)
 
-    def post_finish(self, upload: Upload) -> Awaitable[None]:
+    def post_finish(self, upload: Upload) -> Awaitable[Any]:
         """Queued at once, never dropped; await the result: it is done when the queue has
         room (at once, unless `queue_size` outcomes are already waiting)."""
-        return self._notify(POST_FINISH, upload)
+        return self._room(self._notify(POST_FINISH, upload))
 
-    def post_terminate(self, upload: Upload) -> Awaitable[None]:
+    def post_terminate(self, upload: Upload) -> Awaitable[Any]:
         """As `post_finish`."""
-        return self._notify(POST_TERMINATE, upload, state="terminated")
+        return self._room(self._notify(POST_TERMINATE, upload, state="terminated"))
 
-    def _notify(self, event_type: str, upload: Upload, **changes: object) -> asyncio.Future[Any]:
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+    def _notify(self, event_type: str, upload: Upload, **changes: object) -> list[_Lane]:
+        """Queue the event for each transport that wants it; returns the full urgent lanes."""
         transports = self._wanted[event_type]
         if not transports:
-            return done
+            return []
         event = self.event(event_type, upload, **changes)
         urgent = event_type in URGENT
-        waits = []
+        full = []
         for transport in transports:
             lane = self._lane(transport, urgent)
             if not lane.put(event):
                 self._drop(event_type, transport.name)
             elif not lane.room.is_set():
-                waits.append(lane.room.wait())
-        return asyncio.ensure_future(asyncio.gather(*waits)) if waits else done
+                full.append(lane)
+        return full
+
+    @staticmethod
+    def _room(full: list[_Lane]) -> asyncio.Future[Any]:
+        """Done once every lane in `full` has room again (at once for none)."""
+        if full:
+            return asyncio.ensure_future(asyncio.gather(*(lane.room.wait() for lane in full)))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def _lane(self, transport: Transport, urgent: bool) -> _Lane:
         lane = self._lanes.get((transport.name, urgent))
