@@ -10,6 +10,7 @@ import hashlib
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -217,8 +218,6 @@ class FakeEndpoint(LocalHttpServer):
     path = "/files/"
 
     def __init__(self, location: str) -> None:
-        from http.server import BaseHTTPRequestHandler
-
         self.requests: list[str] = []
         endpoint = self
 
