@@ -17,21 +17,11 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.browser import CHROMIUM, FLAGS, until
 from tests.support import ROOT, LocalHttpServer, free_port, head, stop_process, wait_for_port
 
 MiB = 1024 * 1024
-CHROMIUM = "/usr/bin/chromium"
 DIST = ROOT / "tusd_py" / "static" / "dist"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Records Uppy's events in the page (again after each reload).
 RECORD_EVENTS = """() => {
@@ -94,16 +84,6 @@ def make_file(path: Path, size: int, seed: int = 0) -> bytes:
     data = hashlib.shake_256(f"{seed}:{size}".encode()).digest(size)
     path.write_bytes(data)
     return data
-
-
-def until(page, predicate: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll a JS expression (or arrow function) until truthy; bounded. Not `wait_for_function`:
-    Playwright evaluates its predicate with eval(), which the page's CSP (rightly) refuses."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(predicate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{predicate} still false after {timeout} s")
-        time.sleep(0.1)
 
 
 def open_page(context, url: str):  # type: ignore[no-untyped-def]
