@@ -96,6 +96,31 @@ class RedisServer:
             self.proc = None
 
 
+class LocalHttpServer:
+    """A threaded `http.server` on 127.0.0.1 (a port the system picks) serving `handler`,
+    as a context manager: its thread is stopped and joined on exit."""
+
+    path = "/"
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 class TusServer:
     """`python -m tusd_py` on a free port, with its own data directory."""
 

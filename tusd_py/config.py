@@ -10,10 +10,15 @@ setting is out of reach of the CLI.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# An absolute http(s) URL with nothing that could end a CSP directive or an HTML attribute.
+_ENDPOINT_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s;,'\"<>\\]*)?")
+# One CSP source expression: 'self', 'none', a scheme, a host (wildcards and port allowed).
+_SOURCE_RE = re.compile(r"'self'|'none'|[A-Za-z][A-Za-z0-9+.\-]*:(//[A-Za-z0-9.*\-\[\]:]+)?|[A-Za-z0-9.*\-]+(:[0-9*]+)?")
 HOOK_EVENTS = (
     "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
 )
@@ -103,6 +108,16 @@ class Config:
     hooks_timeout: float = setting(
         30.0, "Seconds a blocking hook may take in all before the request fails with 504.", minimum=0.001
     )
+    hooks_queue_size: int = setting(
+        10_000,
+        "Notifications waiting per transport and kind: progress (post-create, post-receive) past it is dropped and counted; post-finish and post-terminate are never dropped (the request waits for room).",
+        minimum=1,
+    )
+    hooks_concurrency: int = setting(
+        16,
+        "Blocking hook calls (authorize, pre-*) in progress at once; more get 503 at once. Plain hook functions run on twice as many threads of their own.",
+        minimum=1,
+    )
     progress_interval: float = setting(
         1.0, "post-receive hooks: at most once per this many seconds per upload.", minimum=0
     )
@@ -110,6 +125,14 @@ class Config:
     log_format: str = setting("text", "Log lines as text or as JSON objects.", choices=("text", "json"))
     expose_metrics: bool = setting(True, "Serve Prometheus metrics on /metrics.")
     ui: bool = setting(True, "Serve the browser upload page (Uppy) at /.")
+    ui_endpoints: tuple[str, ...] = setting(
+        (),
+        "Comma-separated tus endpoints (absolute http(s) URLs) besides this server's that the upload page's ?endpoint= may name; any other is refused.",
+    )
+    ui_frame_ancestors: str = setting(
+        "'self'",
+        "Who may frame the upload page: its Content-Security-Policy frame-ancestors ('self', 'none', or origins separated by spaces).",
+    )
     ietf_draft: bool = setting(
         True,
         "Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6, 8 or 9) on the same uploads.",
@@ -135,3 +158,10 @@ class Config:
             raise ValueError("expire_after must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+        for endpoint in self.ui_endpoints:
+            if _ENDPOINT_RE.fullmatch(endpoint) is None:
+                raise ValueError(f"ui_endpoints: {endpoint!r} is not an absolute http(s) URL")
+        sources = self.ui_frame_ancestors.split()
+        if not sources or not all(_SOURCE_RE.fullmatch(source) for source in sources):
+            raise ValueError(f"ui_frame_ancestors: {self.ui_frame_ancestors!r} is not a list of CSP sources ('self', 'none', origins)")
+        self.ui_frame_ancestors = " ".join(sources)

@@ -454,7 +454,7 @@ class UploadEngine:
         if not claimed and not await self.state.claim(upload.id, FINISH_ANNOUNCED):
             return  # announced already: by another request or instance that raced to the end
         self.metrics.uploads_finished.inc()
-        self.hooks.post_finish(upload)
+        await self.hooks.post_finish(upload)  # waits only while the hooks' queue of outcomes is full
         for callback in self.on_finish:
             await callback(upload)
 
@@ -464,7 +464,7 @@ class UploadEngine:
         await self.data.delete(upload.id)
         if deleted:  # true for one request only, whatever the instance
             self.metrics.uploads_terminated.inc()
-            self.hooks.post_terminate(upload)
+            await self.hooks.post_terminate(upload)
         if upload.partial and self.concat is not None:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
 

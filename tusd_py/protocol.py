@@ -75,6 +75,7 @@ ERR_INVALID_OFFSET = Error(400, "ERR_INVALID_OFFSET", "missing or invalid Upload
 ERR_INVALID_CONTENT_LENGTH = Error(400, "ERR_INVALID_CONTENT_LENGTH", "invalid Content-Length header")
 ERR_INVALID_METADATA = Error(400, "ERR_INVALID_METADATA", "invalid Upload-Metadata header")
 ERR_METADATA_TOO_LARGE = Error(400, "ERR_METADATA_TOO_LARGE", "Upload-Metadata has too many bytes or keys")
+ERR_HEADERS_TOO_LARGE = Error(431, "ERR_HEADERS_TOO_LARGE", "request head too large")  # server.py, before any handler
 ERR_TOO_MANY_UPLOADS = Error(429, "ERR_TOO_MANY_UPLOADS", "too many uploads in progress, retry later")
 ERR_INVALID_CHECKSUM = Error(400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")
 ERR_UNSUPPORTED_CHECKSUM = Error(400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", "unsupported checksum algorithm")
@@ -122,6 +123,7 @@ ERR_UNAUTHORIZED = Error(401, "ERR_UNAUTHORIZED", "authorization required")
 ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
 ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
 ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
+ERR_HOOKS_BUSY = Error(503, "ERR_HOOKS_BUSY", "the server's hooks are busy, try again shortly")
 ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
 
 
@@ -245,9 +247,3 @@ def parse_concat(header: str | None) -> Concat | None:
             return Concat(raw=value, partial=False, urls=urls)
     raise ERR_INVALID_CONCAT()
 
-
-
-
-def has_forbidden_header_chars(value: str) -> bool:
-    """CR, LF and NUL in a value would let a hook or client inject headers into our responses."""
-    return any(ch in value for ch in "\r\n\x00")

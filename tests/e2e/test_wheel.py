@@ -24,10 +24,9 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.browser import CHROMIUM, FLAGS, until
 from tests.support import ROOT, free_port, head, stop_process, wait_for_port
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -134,12 +133,12 @@ def test_the_installed_wheel_serves_the_page_and_tus_upload_works(venv: Path, in
             context.set_default_timeout(30_000)
             page = context.new_page()
             page.goto(installed_server + "/")
-            page.wait_for_function("window.uppy !== undefined")
+            until(page, "window.uppy !== undefined")
             page.locator(".uppy-Dashboard").first.wait_for(state="visible")
             page.evaluate("() => { window.done = []; window.uppy.on('upload-success', (f, r) => window.done.push(r.uploadURL)) }")
             page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "page.bin"))
             page.click(".uppy-StatusBar-actionBtn--upload")
-            page.wait_for_function("window.done.length === 1")
+            until(page, "window.done.length === 1")
             url = page.evaluate("window.done[0]")
         finally:
             context.close()

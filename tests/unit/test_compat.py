@@ -59,6 +59,14 @@ def test_the_protocol_methods_overridden_exist_with_their_signatures() -> None:
         "send_400_response": ["self", "msg"],
         "connection_made": ["self", "transport"],
         "connection_lost": ["self", "exc"],
+        "on_message_begin": ["self"],
+        "on_url": ["self", "url"],
+        "on_header": ["self", "name", "value"],
+        # what the copy of uvicorn's data_received calls
+        "_unset_keepalive_if_required": ["self"],
+        "_should_upgrade": ["self"],
+        "handle_websocket_upgrade": ["self"],
+        "_unsupported_upgrade_warning": ["self"],
     }.items():
         assert list(inspect.signature(getattr(base, name)).parameters) == params, name
     assert issubclass(GuardedHttpToolsProtocol, base)
