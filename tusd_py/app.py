@@ -22,8 +22,8 @@ from tusd_py.ietf_handler import IetfHandler
 from tusd_py.metrics import Metrics
 from tusd_py.middleware import TusMiddleware
 from tusd_py.routing import ProtocolHandler, UploadRoutes
-from tusd_py.state.base import ExpiringStateStore, FullStateStore
 from tusd_py.state import open_state_store
+from tusd_py.state.base import ExpiringStateStore, FullStateStore
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
 from tusd_py.ui import ui_routes

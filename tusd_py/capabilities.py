@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from tusd_py import protocol as p
 from tusd_py.checksum import ALGORITHMS
 from tusd_py.config import Config
-from tusd_py.state.base import ConcatStateStore, DraftStateStore, ExpiringStateStore, LengthDeferringStateStore, StateStore
+from tusd_py.state.base import (
+    ConcatStateStore,
+    DraftStateStore,
+    ExpiringStateStore,
+    LengthDeferringStateStore,
+    StateStore,
+)
 from tusd_py.storage.base import ConcatenatingDataStore, DataStore, ReadableDataStore
 
 

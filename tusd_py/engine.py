@@ -12,8 +12,8 @@ The contract, in the order a request meets it:
   and a request that wants the lock asks the holder to let go (lock exchange);
 - `create` a new upload (pre-create, record, data, post-create);
 - `write` a body: `_stream` it to the data store, then `_settle` what arrived
-  (checksum, pre-finish, the commit, finish); the `WriteResult` says in one
-  `Stop` why the body ended and whether a creation keeps its upload;
+  (checksum, pre-finish, the commit, finish); the `WriteResult` (`writes.py`)
+  says in one `Stop` why the body ended and whether a creation keeps its upload;
 - `declare_length` / `complete` / `finish` / `terminate`, `expiry`.
 """
 
@@ -21,80 +21,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Iterator, cast
 
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.capabilities import Capabilities
-from tusd_py.checksum import Hasher
 from tusd_py.concat import Concatenator
 from tusd_py.config import Config
-from tusd_py.errors import storage_error
 from tusd_py.hooks.base import AUTHORIZE, POST_RECEIVE, Hooks
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
-from tusd_py.state.base import EXPIRED, FINISH_ANNOUNCED, FINISHED, DraftStateStore, FullStateStore, StateStore, Upload
-from tusd_py.storage.base import DataStore, RandomAccessDataStore, Writer
+from tusd_py.state.base import (
+    EXPIRED,
+    FINISH_ANNOUNCED,
+    FINISHED,
+    DraftStateStore,
+    FullStateStore,
+    StateStore,
+    Upload,
+)
+from tusd_py.storage.base import DataStore, RandomAccessDataStore
+from tusd_py.writes import (
+    Checksum,
+    Receive,
+    Stop,
+    Streamed,
+    WriteResult,
+    stop_error,
+    why_stopped,
+)
 
 COMMIT_INTERVAL = 1.0  # seconds between offset commits while a long body streams in
-
-Receive = Callable[[], Awaitable[dict[str, object]]]
-Checksum = tuple[Hasher, bytes]  # the hasher fed with the body, and the digest it must give
-
-
-class Stop(enum.Enum):
-    """Why a body stopped being written: exactly one reason per body."""
-
-    COMPLETE = "the whole body arrived and was committed"
-    DISCONNECTED = "the client went away mid-body"
-    INTERRUPTED = "another request asked for the upload's lock"
-    TIMED_OUT = "no byte came within the network timeout"
-    SHUTDOWN = "the server is shutting down"
-    LOCK_BUSY = "the upload's lock stayed busy"
-    LOCK_LOST = "the lock was lost while writing"
-    OVERFLOW = "more bytes than the upload may take"
-    STORAGE_FAILED = "the data store failed"
-    CHECKSUM_MISMATCH = "the body does not match its checksum: nothing was committed"
-    FINISH_REFUSED = "the pre-finish hook refused the upload's completion"
-
-    @property
-    def resumable(self) -> bool:
-        """The upload stays as good as its committed offset: a creation-with-upload
-        still answers 201 (CU-03), the client resumes. The others are errors."""
-        return self in _RESUMABLE
-
-
-_RESUMABLE = frozenset({Stop.COMPLETE, Stop.DISCONNECTED, Stop.INTERRUPTED, Stop.TIMED_OUT, Stop.LOCK_BUSY, Stop.LOCK_LOST})
-_READER_STOPS = {p.ERR_SERVER_SHUTDOWN.code: Stop.SHUTDOWN, p.ERR_READ_TIMEOUT.code: Stop.TIMED_OUT}
-
-
-@dataclass
-class WriteResult:
-    """What writing one request body came to."""
-
-    upload: Upload  # as committed afterwards (offset, expiry)
-    stop: Stop
-    error: p.TusError | None = None  # the answer, when not plain success
-    close: bool = False  # the body was not read to its end: close the connection
-
-    @property
-    def keeps_upload(self) -> bool:
-        """Whether a creation-with-upload that wrote this body answers 201 rather than `error`."""
-        return self.stop.resumable
-
-
-@dataclass
-class _Streamed:
-    """What `_stream` leaves for `_settle`."""
-
-    stop: Stop
-    written: int  # durable bytes, from the writer's finish
-    current: Upload  # the upload as committed on the way
-    storage_error: OSError | None  # the data store's, when it failed
-
 
 class UploadEngine:
     """Uploads over a state store, a data store and a locker, with hooks and metrics."""
@@ -292,7 +250,7 @@ class UploadEngine:
         lock: Lock,
         checksum: Checksum | None,
         on_commit: Callable[[Upload], Awaitable[None]] | None,
-    ) -> _Streamed:
+    ) -> Streamed:
         """Step 1: the body's chunks to the data store, committing on the way; why it stopped."""
         loop = asyncio.get_running_loop()
         room = self.room(upload.offset, upload.bound)
@@ -330,24 +288,11 @@ class UploadEngine:
             written = await writer.finish()
             self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
         if stop is None:
-            stop = self._why_stopped(reader, writer, lock)
-        return _Streamed(stop, written, current, writer.error)
-
-    @staticmethod
-    def _why_stopped(reader: BodyReader, writer: Writer, lock: Lock) -> Stop:
-        """The one reason a body that was not cut by us stopped."""
-        if not lock.valid():
-            return Stop.LOCK_LOST
-        if writer.error is not None:
-            return Stop.STORAGE_FAILED
-        if reader.error is not None:
-            return _READER_STOPS.get(reader.error.code, Stop.INTERRUPTED)
-        if reader.disconnected or not reader.complete:
-            return Stop.DISCONNECTED
-        return Stop.COMPLETE
+            stop = why_stopped(reader, writer, lock)
+        return Streamed(stop, written, current, writer.error)
 
     async def _settle(
-        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: _Streamed
+        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: Streamed
     ) -> WriteResult:
         """Step 2: decide what of the streamed bytes counts, commit it, finish the upload if it is complete."""
         stop, written, current = streamed.stop, streamed.written, streamed.current
@@ -358,7 +303,7 @@ class UploadEngine:
             return WriteResult(current, stop, p.ERR_LOCK_LOST(), close=True)
         if checksum is not None:
             if stop is not Stop.COMPLETE:  # nothing partial can match
-                return WriteResult(current, stop, self._stop_error(stop, reader, streamed), close=True)
+                return WriteResult(current, stop, stop_error(stop, reader, streamed), close=True)
             hasher, expected = checksum
             if hasher.digest() != expected:
                 return WriteResult(current, Stop.CHECKSUM_MISMATCH, p.ERR_CHECKSUM_MISMATCH())
@@ -376,14 +321,7 @@ class UploadEngine:
         if stop is Stop.COMPLETE:
             return WriteResult(current, stop)
         close = not reader.complete if stop is Stop.STORAGE_FAILED else True
-        return WriteResult(current, stop, self._stop_error(stop, reader, streamed), close=close)
-
-    @staticmethod
-    def _stop_error(stop: Stop, reader: BodyReader, streamed: _Streamed) -> p.TusError:
-        """The answer for a body that ended early: the store's failure, or the reader's reason."""
-        if stop is Stop.STORAGE_FAILED and streamed.storage_error is not None:
-            return storage_error(streamed.storage_error)
-        return reader.error or p.ERR_UNEXPECTED_EOF()
+        return WriteResult(current, stop, stop_error(stop, reader, streamed), close=close)
 
     async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
         """Move the committed offset up to `written` (compare-and-set) and slide the expiry.

@@ -23,9 +23,10 @@ from tusd_py.body import BodyReader
 from tusd_py.checksum import new_hasher
 from tusd_py.concat import Outcome
 from tusd_py.download import download_response
-from tusd_py.engine import Checksum, UploadEngine
+from tusd_py.engine import UploadEngine
 from tusd_py.state.base import FINISHED, Upload
 from tusd_py.urls import upload_url
+from tusd_py.writes import Checksum
 
 Endpoint = Callable[[Request, int], Awaitable[Response]]
 

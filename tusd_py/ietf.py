@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py import protocol as p
-from tusd_py.checksum import DIGEST_ALGORITHMS
+from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
 from tusd_py.config import Config
 from tusd_py.state.base import Upload
 
@@ -181,6 +181,29 @@ def _filename(disposition: str | None) -> str | None:
     return fallback
 
 
+def announced_length(fields: Fields, *, offset: int, known: int | None) -> int | None:
+    """The length this request and earlier ones agree on, or None if none is known (I-04).
+
+    `Upload-Length`, and `Upload-Complete: ?1` with a Content-Length, each give one;
+    they must match each other and whatever was recorded before.
+    """
+    for length in (fields.length, fields.implied_length(offset)):
+        if length is None:
+            continue
+        check_length(length)
+        if known is not None and length != known:
+            raise p.ERR_INCONSISTENT_LENGTH()
+        known = length
+    if known is not None and known < offset:
+        raise p.ERR_INCONSISTENT_LENGTH("the length is below the upload's offset")
+    return known
+
+
+def check_representable(upload: Upload) -> None:
+    """A tus upload may be longer than the draft's fields can say: a 413, before anything (issue 13, item 15)."""
+    check_length(max(upload.offset, upload.bound or 0))
+
+
 def check_length(length: int | None) -> None:
     """A length or offset a draft answer could not carry is a 413 before anything happens (issue 13, item 15)."""
     if length is not None and length > MAX_INTEGER:
@@ -227,6 +250,15 @@ def content_digest(headers: Headers) -> tuple[str, bytes] | None:
         return None
     algorithm = max(digests, key=list(DIGEST_ALGORITHMS).index)
     return algorithm, digests[algorithm]
+
+
+def content_checksum(headers: Headers) -> tuple[Hasher, bytes] | None:
+    """The hasher to feed the content to, and the `Content-Digest` it must give (I-33)."""
+    parsed = content_digest(headers)
+    if parsed is None:
+        return None
+    algorithm, digest = parsed
+    return DIGEST_ALGORITHMS[algorithm](), digest
 
 
 def repr_digest(headers: Headers) -> str | None:

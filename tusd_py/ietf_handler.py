@@ -32,15 +32,15 @@ from starlette.responses import Response
 from tusd_py import ietf
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
-from tusd_py.checksum import DIGEST_ALGORITHMS
 from tusd_py.digests import Digests
 from tusd_py.download import download_response
-from tusd_py.engine import Checksum, UploadEngine, WriteResult
+from tusd_py.engine import UploadEngine
 from tusd_py.interim import send_interim
 from tusd_py.locks.base import Lock, LockTimeout
 from tusd_py.state.base import FINISHED, FullStateStore, Upload
 from tusd_py.storage.base import ReadableDataStore
 from tusd_py.urls import upload_url
+from tusd_py.writes import Checksum, WriteResult
 
 Endpoint = Callable[[Request, int], Awaitable[Response]]
 
@@ -97,7 +97,7 @@ class IetfHandler:
         fields = ietf.request_fields(headers)
         if fields.complete is None:
             raise p.ERR_INVALID_UPLOAD_COMPLETE()
-        expected = self._announced(fields, offset=0, known=None)
+        expected = ietf.announced_length(fields, offset=0, known=None)
         if expected is not None and self.config.max_size and expected > self.config.max_size:
             raise p.ERR_MAX_SIZE_EXCEEDED()
         metadata = ietf.metadata(headers)
@@ -106,7 +106,7 @@ class IetfHandler:
         checksum = None
         if has_body:
             self._check_content_fits(0, expected, fields.content_length)
-            checksum = self._content_digest(request)
+            checksum = ietf.content_checksum(request.headers)
         tus_length = expected if version < 7 and fields.length is not None else None  # see the module doc
         upload = Upload(
             id=p.new_upload_id(),
@@ -169,7 +169,7 @@ class IetfHandler:
             raise p.ERR_UNEXPECTED_UPLOAD_FIELD()  # -05: a 400 (I-21)
         async with self.engine.locked(request.path_params["upload_id"]) as (_, upload):
             pass  # read under the lock: a running append is asked to stop first (I-30)
-        self._check_representable(upload)
+        ietf.check_representable(upload)
         headers = self._answer_headers(upload, version)
         headers["Cache-Control"] = "no-store"
         headers.update(await self._wanted_digest(request, upload))
@@ -189,7 +189,7 @@ class IetfHandler:
             raise p.ERR_INVALID_OFFSET()
         if fields.complete is None:
             raise p.ERR_INVALID_UPLOAD_COMPLETE()
-        checksum = self._content_digest(request)
+        checksum = ietf.content_checksum(request.headers)
         with self.engine.body_slot():
             return await self._append(request, version, upload_id, fields, checksum, self.engine.reader(request.receive))
 
@@ -205,7 +205,7 @@ class IetfHandler:
         has_body = ietf.has_content(request.headers, fields)
         digest: dict[str, str] = {}
         async with self.engine.locked(upload_id, reader) as (lock, upload):
-            self._check_representable(upload)
+            ietf.check_representable(upload)
             if upload.final:
                 raise p.ERR_MODIFY_FINAL()
             if version >= 9 and fields.offset != upload.offset:  # -12: also on a completed upload (a MUST)
@@ -264,7 +264,7 @@ class IetfHandler:
         """The bytes so far (tus-py's download), with the offset fields: from -12 on (interop 9)
         a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
         upload = await self.engine.load(request.path_params["upload_id"])
-        self._check_representable(upload)
+        ietf.check_representable(upload)
         response = download_response(request, upload, self.data)  # type: ignore[arg-type]
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
@@ -273,27 +273,9 @@ class IetfHandler:
 
     # -- the rules -----------------------------------------------------------------
 
-    @staticmethod
-    def _announced(fields: ietf.Fields, *, offset: int, known: int | None) -> int | None:
-        """The length this request and earlier ones agree on, or None if none is known (I-04).
-
-        `Upload-Length`, and `Upload-Complete: ?1` with a Content-Length, each give one;
-        they must match each other and whatever was recorded before.
-        """
-        for length in (fields.length, fields.implied_length(offset)):
-            if length is None:
-                continue
-            ietf.check_length(length)
-            if known is not None and length != known:
-                raise p.ERR_INCONSISTENT_LENGTH()
-            known = length
-        if known is not None and known < offset:
-            raise p.ERR_INCONSISTENT_LENGTH("the length is below the upload's offset")
-        return known
-
     async def _record_length(self, upload: Upload, fields: ietf.Fields, version: int) -> Upload:
         """Record a length an append announces (I-14); it must agree with the one known."""
-        length = self._announced(fields, offset=upload.offset, known=upload.bound)
+        length = ietf.announced_length(fields, offset=upload.offset, known=upload.bound)
         if length is None or upload.bound is not None:
             return upload
         if self.config.max_size and length > self.config.max_size:
@@ -397,19 +379,6 @@ class IetfHandler:
         if error.status == 413 and version >= 9 and all(name != "Upload-Limit" for name, _ in error.headers):
             return error.with_headers(Upload_Limit=ietf.upload_limit(self.config, version, upload))
         return error
-
-    @staticmethod
-    def _check_representable(upload: Upload) -> None:
-        """A tus upload may be longer than the draft's fields can say: a 413, before anything (issue 13, item 15)."""
-        ietf.check_length(max(upload.offset, upload.bound or 0))
-
-    @staticmethod
-    def _content_digest(request: Request) -> Checksum | None:
-        parsed = ietf.content_digest(request.headers)
-        if parsed is None:
-            return None
-        algorithm, digest = parsed
-        return DIGEST_ALGORITHMS[algorithm](), digest
 
     def _answer_headers(self, upload: Upload, version: int) -> dict[str, str]:
         headers = ietf.state_headers(upload, version)

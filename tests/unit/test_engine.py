@@ -15,13 +15,14 @@ from tusd_py import protocol as p
 from tusd_py.capabilities import Capabilities
 from tusd_py.checksum import new_hasher
 from tusd_py.config import Config
-from tusd_py.engine import Stop, UploadEngine
+from tusd_py.engine import UploadEngine
 from tusd_py.handlers import TusHandler
 from tusd_py.locks.memory import MemoryLocker
 from tusd_py.state.base import StateUnavailable, Upload
 from tusd_py.state.local import LocalStateStore
 from tusd_py.state.redis import RedisStateStore
 from tusd_py.storage.files import FileStore
+from tusd_py.writes import Stop
 
 
 def body(*chunks: bytes, disconnect: bool = False) -> Any:
