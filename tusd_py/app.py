@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tusd_py.config import Config
 from tusd_py.engine import UploadEngine
@@ -105,7 +105,7 @@ def create_app(config: Config) -> Starlette:
     ops_routes = health_routes(engine.state, engine.data, lambda: engine.shutting_down)
     if config.expose_metrics:
         ops_routes.append(Route("/metrics", engine.metrics.endpoint, methods=["GET"]))
-    routes = list(ops_routes)
+    routes: list[BaseRoute] = list(ops_routes)
     if base != "/":
         routes += ui_routes(config) or [Route("/", greeting)]
     cors = dict(

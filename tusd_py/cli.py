@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import click
 
@@ -39,7 +39,7 @@ def _option(field: dataclasses.Field[Any]) -> Callable[[Any], Any]:
     hint = _HINTS[field.name]
     name = flag_name(field)
     common: dict[str, Any] = {"show_envvar": True, "envvar": env_names(field), "help": meta["help"]}
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+    default = field.default if field.default is not dataclasses.MISSING else cast(Callable[[], Any], field.default_factory)()
     minimum = meta.get("minimum")
     kind: Any
     if hint is bool:

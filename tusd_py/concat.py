@@ -32,14 +32,14 @@ import enum
 import logging
 import time
 from contextlib import AsyncExitStack
-from typing import Awaitable, Callable, Coroutine
+from typing import Awaitable, Callable, cast, Coroutine
 
 from tusd_py import protocol as p
 from tusd_py.config import Config
 from tusd_py.hooks.base import Hooks
 from tusd_py.locks.base import Locker, LockTimeout
 from tusd_py.state.base import CREATED, EXPIRED, FINISHED, FullStateStore, StateUnavailable, Upload
-from tusd_py.storage.base import DataStore
+from tusd_py.storage.base import ConcatenatingDataStore, DataStore
 from tusd_py.urls import upload_id_from_url
 
 logger = logging.getLogger("tusd_py.concat")
@@ -197,7 +197,7 @@ class Concatenator:
             if not all(part is not None and part.finished for part in parts.values()):
                 return Outcome.WAITING
             lengths = {part_id: part.length or 0 for part_id, part in parts.items() if part is not None}
-            await self.data.concatenate(final.id, [(part_id, lengths[part_id]) for part_id in final.parts])
+            await cast(ConcatenatingDataStore, self.data).concatenate(final.id, [(part_id, lengths[part_id]) for part_id in final.parts])
             if not all(lock.valid() for lock in locks):
                 logger.warning("final upload %s: lost a lock while assembling; the next sweep retries", final_id)
                 return Outcome.WAITING

@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tusd_py import protocol as p
 from tusd_py.state.base import Upload
-from tusd_py.storage.base import DataStore
+from tusd_py.storage.base import ReadableDataStore
 
 # Types a browser may render inline without risk (tusd's list); everything else is an attachment.
 SAFE_TYPES = frozenset(
@@ -105,7 +105,7 @@ def _position(digits: str) -> int:
     return int(significant or "0") if len(significant) <= 18 else _BEYOND
 
 
-def download_response(request: Request, upload: Upload, data: DataStore) -> Response:
+def download_response(request: Request, upload: Upload, data: ReadableDataStore) -> Response:
     size = upload.offset
     try:
         metadata = p.parse_metadata(upload.metadata)

@@ -155,7 +155,7 @@ class UploadEngine:
 
     def reader(self, receive: Receive) -> BodyReader:
         """A reader of one request body, with the configured idle timeout and release grace."""
-        return BodyReader(receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)  # type: ignore[arg-type]
+        return BodyReader(receive, idle_timeout=self.config.network_timeout, release_grace=self.config.release_grace)
 
     @contextlib.contextmanager
     def body_slot(self) -> Iterator[None]:

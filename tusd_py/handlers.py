@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -25,6 +25,7 @@ from tusd_py.concat import Outcome
 from tusd_py.download import download_response
 from tusd_py.engine import UploadEngine
 from tusd_py.state.base import FINISHED, Upload
+from tusd_py.storage.base import ReadableDataStore
 from tusd_py.urls import upload_url
 from tusd_py.writes import Checksum
 
@@ -300,4 +301,4 @@ class TusHandler:
 
     async def get(self, request: Request, version: int) -> Response:
         upload = await self.engine.load(request.path_params["upload_id"])
-        return download_response(request, upload, self.engine.data)  # type: ignore[arg-type]
+        return download_response(request, upload, cast(ReadableDataStore, self.engine.data))  # GET is there only then

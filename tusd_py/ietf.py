@@ -26,9 +26,10 @@ import re
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from http_sf import StructuredFieldError, parse, ser
+import http_sf
+from http_sf import StructuredFieldError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +38,11 @@ from tusd_py import protocol as p
 from tusd_py.checksum import DIGEST_ALGORITHMS, Hasher
 from tusd_py.config import Config
 from tusd_py.state.base import Upload
+
+# http_sf's own annotations describe every structured value at once; these two are used
+# on values whose shape each caller knows (an Item, a Dictionary).
+parse: Callable[..., Any] = http_sf.parse
+ser: Callable[..., str] = http_sf.ser
 
 VERSIONS = (6, 8, 9)
 LATEST = 9
@@ -213,13 +219,14 @@ def check_length(length: int | None) -> None:
 # -- digests (RFC 9530) ---------------------------------------------------------------
 
 
-def _dictionary_field(headers: Headers, name: str) -> dict | None:
+def _dictionary_field(headers: Headers, name: str) -> dict[str, Any] | None:
     """A digest field as a structured-field dictionary (all its lines joined); None when absent."""
     values = headers.getlist(name)
     if not values:
         return None
     try:
-        return parse(",".join(values).encode("latin-1"), tltype="dictionary")
+        members: dict[str, Any] = parse(",".join(values).encode("latin-1"), tltype="dictionary")
+        return members
     except (StructuredFieldError, UnicodeEncodeError):
         raise p.ERR_INVALID_DIGEST() from None
 

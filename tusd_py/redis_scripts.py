@@ -40,7 +40,7 @@ class Scripts:
         return await self._retry.call_with_retry(lambda: self._run_once(script, keys, args), self._failed)
 
     async def _run_once(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        connection = self._idle.pop() if self._idle else self.client.connection_pool.make_connection()
+        connection = self._idle.pop() if self._idle else self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.connect()  # nothing to do when connected
             await connection.send_packed_command(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)), False)

@@ -34,9 +34,13 @@ Endpoint = Callable[[Request, int], Awaitable[Response]]
 class ProtocolHandler(Protocol):
     """What the router needs of a protocol module (`handlers.TusHandler`, `ietf_handler.IetfHandler`)."""
 
-    name: str
-    creation_methods: Mapping[str, Endpoint]  # on the base path; `Allow` is their names
-    upload_methods: Mapping[str, Endpoint]  # on an upload's URL
+    @property
+    def creation_methods(self) -> Mapping[str, Endpoint]:
+        """Methods on the base path; `Allow` is their names, in order."""
+
+    @property
+    def upload_methods(self) -> Mapping[str, Endpoint]:
+        """Methods on an upload's URL."""
 
     def version(self, headers: Headers) -> int | None:
         """The revision of this protocol the request speaks, or None: another protocol's request."""

@@ -180,12 +180,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
-        pending = cycle.body
+        pending: Any = cycle.body  # a bytearray, or our _BodyChunks in its place
         if type(pending) is not _BodyChunks:
             if pending:  # not expected: uvicorn only ever leaves an empty bytearray there
                 super().on_body(body)
                 return
-            pending = cycle.body = _BodyChunks()
+            pending = cycle.body = _BodyChunks()  # type: ignore[assignment]
         pending.append(body)
         if pending.size > HIGH_WATER_LIMIT:
             self.flow.pause_reading()
@@ -211,8 +211,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # A 1xx must not go to an HTTP/1.0 client (RFC 9110, 15.2). The task that runs the
         # app has not started yet, so it sees the extension and the wrapped send.
         if cycle is not None and cycle.scope is self.scope and self.scope.get("http_version") == "1.1":
-            self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}  # type: ignore[typeddict-item]
-            cycle.send = _send_with_interim(cycle)  # type: ignore[method-assign]
+            self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
+            cycle.send = _send_with_interim(cycle)  # type: ignore[method-assign,assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -320,7 +320,7 @@ def serve(config: Any, workers: int = 1) -> None:
     if not os.environ.get(MULTIPROC_ENV):  # /metrics of any worker then sums every worker's values
         metrics_dir = tempfile.mkdtemp(prefix="tusd-py-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
-    sock = uvicorn.Config(app=None, host=config.host, port=config.port).bind_socket()
+    sock = uvicorn.Config(app=None, host=config.host, port=config.port).bind_socket()  # type: ignore[arg-type]
     context = multiprocessing.get_context("spawn")
     stopping = False
 

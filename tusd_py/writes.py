@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, MutableMapping
 
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
@@ -19,7 +19,7 @@ from tusd_py.locks.base import Lock
 from tusd_py.state.base import Upload
 from tusd_py.storage.base import Writer
 
-Receive = Callable[[], Awaitable[dict[str, object]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # an ASGI receive
 Checksum = tuple[Hasher, bytes]  # the hasher fed with the body, and the digest it must give
 
 

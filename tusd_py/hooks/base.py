@@ -476,7 +476,7 @@ class Hooks:
         transports = self._wanted[event_type]
         if not transports:
             return []
-        event = self.event(event_type, upload, **changes)
+        event = self.event(event_type, upload, None, **changes)  # `changes` are Upload fields
         urgent = event_type in URGENT
         full = []
         for transport in transports:

@@ -35,7 +35,9 @@ class Fence:
 
 
 class Lock(Protocol):
-    fence: Fence | None  # for the state store's commit; None when mutual exclusion is in-process
+    @property
+    def fence(self) -> Fence | None:
+        """For the state store's commit; None when mutual exclusion is in-process."""
 
     def valid(self) -> bool:
         """True while the lock is certainly still ours. A holder checks it before each

@@ -213,7 +213,7 @@ class RedisLocker:
                 logger.warning("lock channel lost (%s); subscribing again in %.1fs", exc, delay)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except (RedisError, OSError):
                     pass
             await asyncio.sleep(delay)

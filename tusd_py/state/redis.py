@@ -289,11 +289,12 @@ class RedisStateStore:
         return bool(created)
 
     async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
-        fields = lock.record if isinstance(lock, RedisLease) else None
-        if fields is not None:  # read by the lock's acquiring script (RedisLocker preload): no round trip
-            lock.record = None  # a snapshot: good once, right after acquiring
+        fields: dict[str, str] | None = None
+        if isinstance(lock, RedisLease) and lock.record is not None:
+            # read by the lock's acquiring script (RedisLocker preload): no round trip
+            fields, lock.record = lock.record, None  # a snapshot: good once, right after acquiring
         else:
-            fields = await self.client.hgetall(self.key(upload_id))
+            fields = await self.client.hgetall(self.key(upload_id))  # type: ignore[assignment]  # decode_responses
         return Upload.from_fields(fields) if fields else None
 
     async def commit_offset(

@@ -26,7 +26,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 from tusd_py.checksum import Hasher
 
@@ -36,9 +36,10 @@ _READ_SIZE = 1024 * 1024
 ALIGN = 4096  # O_DIRECT wants buffer, offset and length aligned to the logical block size; 4 KiB covers the usual ones
 
 logger = logging.getLogger("tusd_py.storage")
+T = TypeVar("T")
 
 
-def _pwritev_all(fd: int, chunks: list[bytes], position: int, hasher: Hasher | None) -> int:
+def _pwritev_all(fd: int, chunks: Sequence[bytes | memoryview], position: int, hasher: Hasher | None) -> int:
     """Write every byte of `chunks` at `position`; returns the count. Feeds `hasher` first."""
     if hasher is not None:
         for chunk in chunks:
@@ -374,7 +375,7 @@ class FileStore:
     def _file(self, upload_id: str) -> str:
         return self._prefix + upload_id
 
-    async def _io(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def create(self, upload_id: str) -> None:
