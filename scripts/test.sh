@@ -2,6 +2,7 @@
 # Installs everything the tests need (idempotently, as root on Debian), then runs them.
 #   bash scripts/test.sh            # the whole suite
 #   bash scripts/test.sh -k patch   # extra arguments go to pytest
+# Before the tests: ruff (lint) and mypy (strict on tusd_py/), as configured in pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +32,9 @@ fi
 if [ -f tests/js/package-lock.json ]; then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The checks that keep the code as docs/architecture.md describes it (pyproject.toml has their settings).
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy --no-error-summary
 
 exec .venv/bin/python -m pytest "$@"

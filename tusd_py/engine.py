@@ -74,6 +74,7 @@ class UploadEngine:
         self.hooks = hooks or Hooks()
         self.metrics = metrics or Metrics()
         self.capabilities = Capabilities.of(state, data, config)
+        self._trims = isinstance(data, RandomAccessDataStore)  # once: a Protocol isinstance check costs ~10 us
         self.readers: set[BodyReader] = set()
         self.streaming = 0  # request bodies in progress (see body_slot)
         self.shutting_down = False
@@ -383,8 +384,8 @@ class UploadEngine:
         hear of it, once our caller has let go of its lock. `claimed`: the commit that
         finished the upload recorded the FINISH_ANNOUNCED claim already.
         """
-        if upload.length is not None and isinstance(self.data, RandomAccessDataStore):
-            await self.data.finish(upload.id, upload.length)
+        if upload.length is not None and self._trims:
+            await cast(RandomAccessDataStore, self.data).finish(upload.id, upload.length)
         if upload.partial:
             if self.concat is not None:
                 self.concat.part_changed_soon(upload.id)
