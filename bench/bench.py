@@ -25,7 +25,6 @@ from bench.rawhttp import OCTET, TUS, Connection, many_uploads, send_file_reques
 from tests.support import RedisServer, TusServer  # noqa: E402
 
 
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

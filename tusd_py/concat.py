@@ -32,7 +32,7 @@ import enum
 import logging
 import time
 from contextlib import AsyncExitStack
-from typing import Awaitable, Callable, cast, Coroutine
+from typing import Awaitable, Callable, Coroutine, cast
 
 from tusd_py import protocol as p
 from tusd_py.config import Config

@@ -29,8 +29,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tusd_py import ietf
-from tusd_py import protocol as p
+from tusd_py import ietf, protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.digests import Digests
 from tusd_py.download import download_response

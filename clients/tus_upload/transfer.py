@@ -27,7 +27,7 @@ from tusclient.client import TusClient
 
 from tus_upload.files import FileRange, LocalFile, split
 from tus_upload.resume import Entry, ResumeStore, fingerprint
-from tus_upload.uploader import RetryPolicy, UploadError, Uploader, check_response, choose_checksum, encode_metadata
+from tus_upload.uploader import RetryPolicy, Uploader, UploadError, check_response, choose_checksum, encode_metadata
 from tus_upload.verify import verify
 
 MiB = 1024 * 1024

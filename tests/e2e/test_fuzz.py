@@ -12,8 +12,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.support import RedisServer, TusServer, create, head, patch
 

@@ -12,8 +12,8 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.hookutil import metadata, of_type, read_events, wait_until
 from tests.cluster import Cluster
+from tests.e2e.hookutil import metadata, of_type, read_events, wait_until
 from tests.support import TUS, TusServer, create, head, patch
 
 STREAM = "tus-events"

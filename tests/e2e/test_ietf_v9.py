@@ -15,8 +15,8 @@ from http_sf import parse
 
 from tests import draft_client as d
 from tests.draft_client import INTEROP, INTEROP_6, PARTIAL
-from tests.e2e.hookutil import metadata
 from tests.e2e import test_ietf as draft
+from tests.e2e.hookutil import metadata
 from tests.e2e.test_ietf import path_of
 from tests.support import TUS, TusServer
 

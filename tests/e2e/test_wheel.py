@@ -27,7 +27,6 @@ import requests
 from tests.browser import CHROMIUM, FLAGS, until
 from tests.support import ROOT, free_port, head, stop_process, wait_for_port
 
-
 pytestmark = pytest.mark.timeout(420)
 
 

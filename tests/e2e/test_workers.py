@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, TusServer, create, head, patch
 from tests.e2e.test_resilience import open_patch
+from tests.support import ROOT, TusServer, create, head, patch
 
 
 def children(pid: int) -> list[int]:

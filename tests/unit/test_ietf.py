@@ -9,8 +9,7 @@ import pytest
 from http_sf import parse
 from starlette.datastructures import Headers
 
-from tusd_py import ietf
-from tusd_py import protocol as p
+from tusd_py import ietf, protocol as p
 from tusd_py.config import Config
 from tusd_py.state.base import Upload
 

@@ -19,13 +19,13 @@ from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
-from tusclient.exceptions import TusCommunicationError
-
-from tests.support import stub_server
 from tus_upload.cli import main, parse_size
 from tus_upload.files import FileRange, split
 from tus_upload.resume import Entry, ResumeStore
 from tus_upload.uploader import RetryPolicy, choose_checksum, encode_metadata
+from tusclient.exceptions import TusCommunicationError
+
+from tests.support import stub_server
 
 
 def test_parse_size() -> None:

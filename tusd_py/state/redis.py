@@ -35,6 +35,11 @@ from tusd_py.state.base import StateUnavailable, Upload
 C = TypeVar("C")
 
 
+def _texts(values: Any) -> list[str]:
+    """A reply's members, as the client gives them: str (it decodes responses)."""
+    return list(values)
+
+
 def _unavailable_on_redis_errors(cls: type[C]) -> type[C]:
     """Every public coroutine of the store raises StateUnavailable for a RedisError, as
     every state store does whatever its backend (errors.py answers it with a 503)."""
@@ -338,7 +343,7 @@ class RedisStateStore:
         return bool(deleted)
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
-        return list(await self.client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit))
+        return _texts(await self.client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit))
 
     async def mark_expired(self, upload_id: str, now: float) -> bool:
         marked = await self._mark_expired(
@@ -360,19 +365,19 @@ class RedisStateStore:
         return bool(created)
 
     async def finals_waiting_on(self, part_id: str) -> list[str]:
-        return sorted(await self.client.smembers(self._waiting_prefix + part_id))
+        return sorted(_texts(await self.client.smembers(self._waiting_prefix + part_id)))
 
     async def finals_ready(self, part_id: str) -> list[str]:
-        return sorted(await self.client.sinter([self._waiting_prefix + part_id, self._ready_key]))
+        return sorted(_texts(await self.client.sinter([self._waiting_prefix + part_id, self._ready_key])))
 
     async def ready_finals(self, limit: int) -> list[str]:
         if not self._adopted:
             await self._adopt_older_finals()
-        return sorted(await self.client.srandmember(self._ready_key, limit) or [])
+        return sorted(_texts(await self.client.srandmember(self._ready_key, limit) or []))
 
     async def _adopt_older_finals(self) -> None:
         start = 0
-        while batch := await self.client.zrange(self._finals_key, start, start + ADOPT_BATCH - 1):
+        while batch := _texts(await self.client.zrange(self._finals_key, start, start + ADOPT_BATCH - 1)):
             for final_id in batch:
                 keys = [self.key(final_id), self._ready_key, f"{self.prefix}unsettled:{final_id}"]
                 await self._adopt(keys=keys, args=[final_id, self.prefix])
@@ -380,7 +385,7 @@ class RedisStateStore:
         self._adopted = True
 
     async def pending_finals(self, limit: int) -> list[str]:
-        return list(await self.client.zrange(self._finals_key, 0, limit - 1))
+        return _texts(await self.client.zrange(self._finals_key, 0, limit - 1))
 
     async def finish_final(self, final_id: str) -> bool:
         finished = await self._finish_final(
