@@ -103,3 +103,11 @@ def test_no_upward_imports() -> None:
     for name, targets in graph().items():
         upward = (targets & TOP) - allowed.get(name, set())
         assert not upward, f"{name} imports {sorted(upward)}"
+
+
+def test_the_engine_knows_no_http_framework() -> None:
+    for name in ("engine", "writes", "capabilities", "errors"):
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        modules = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not {m for m in modules if m.startswith(("starlette", "uvicorn"))}, name
