@@ -14,6 +14,11 @@ holder's `on_release_request` (the body reader stops, the bytes so far are
 committed, the lock is released). A release that was asked for publishes
 `released <id>` from the release script itself, which wakes the waiters at once;
 they also poll with backoff, as pub/sub messages can be lost when Redis restarts.
+On a Redis Cluster the channel is sharded too (`redis_keys.KeyLayout.lock_channel`: one
+per group of uploads, in the group's slot): SPUBLISH reaches only the master that owns
+the slot and its replicas instead of every node of the cluster, the release script can
+publish in its own slot, and each instance keeps one SSUBSCRIBE per group (redis-py's
+`ClusterPubSub`, which follows the channels when their slots move).
 
 Round trips: acquiring is one script that also reads the upload's state record
 (`preload`), so a PATCH costs acquire+read, commit, release: three.
@@ -28,10 +33,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
+from tusd_py.redis_connect import RedisClient
+from tusd_py.redis_keys import KeyLayout
 from tusd_py.redis_scripts import Scripts
 
 logger = logging.getLogger("tusd_py.locks")
@@ -43,11 +51,11 @@ if KEYS[2] then return redis.call('HGETALL', KEYS[2]) end
 return {}
 """
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-# ARGV: token, channel ('' = nobody asked, publish nothing), message.
+# ARGV: token, channel ('' = nobody asked, publish nothing), message, PUBLISH or SPUBLISH.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if ARGV[2] ~= '' then redis.call(ARGV[4], ARGV[2], ARGV[3]) end
 return 1
 """
 
@@ -79,22 +87,26 @@ class RedisLocker:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str = "tusd-py:",
+        layout: KeyLayout | None = None,
         ttl: float = 8.0,
         margin: float = 2.0,
         preload: Callable[[str], str] | None = None,
         scripts: Scripts | None = None,
     ) -> None:
         """`preload(upload_id)` names a hash to read atomically with acquiring (the state record);
-        `scripts`: the state store's, so that both share one set of kept connections (its owner closes it)."""
+        `scripts`: the state store's, so that both share one set of kept connections (its owner closes it);
+        `layout`: the state store's key names (default: the one-Redis names under `prefix`)."""
         self.client = client
-        self.prefix = prefix
+        self.layout = layout or KeyLayout(prefix)
+        self.prefix = self.layout.prefix
         self.ttl = ttl
         self.margin = margin
         self.preload = preload
-        self.channel = f"{prefix}locks"
+        self._sharded = isinstance(client, RedisCluster)
+        self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
         self._own_scripts = scripts is None
         self._scripts = scripts or Scripts(client)
         self._acquire = self._scripts.register(_ACQUIRE)
@@ -105,7 +117,10 @@ class RedisLocker:
         self._listener: asyncio.Task[None] | None = None
 
     def key(self, upload_id: str) -> str:
-        return f"{self.prefix}lock:{upload_id}"
+        return self.layout.lock(upload_id)
+
+    def channel(self, upload_id: str) -> str:
+        return self.layout.lock_channel(self.layout.shard_of(upload_id))
 
     @asynccontextmanager
     async def hold(
@@ -147,7 +162,7 @@ class RedisLocker:
                 del self._held[upload_id]
             try:
                 await self._release(
-                    keys=[key], args=[token, self.channel if lease.asked else "", f"released {upload_id}"]
+                    keys=[key], args=[token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
                 )
             except RedisError:
                 logger.warning("could not release the lock of %s; it expires by itself", upload_id)
@@ -158,7 +173,7 @@ class RedisLocker:
         if local is not None:
             local.ask_release()
         else:
-            await self.client.publish(self.channel, f"release {upload_id}")
+            await self.client.execute_command(self._publish, self.channel(upload_id), f"release {upload_id}")
 
     async def _wait_released(self, upload_id: str, timeout: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -194,14 +209,18 @@ class RedisLocker:
     async def _subscription(self) -> None:
         """One subscription per instance for the whole lifetime; it comes back after Redis does."""
         delay = 0.1
+        channels = [self.layout.lock_channel(shard) for shard in range(self.layout.shards)]
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                if isinstance(pubsub, ClusterPubSub):
+                    await pubsub.ssubscribe(*channels)
+                else:
+                    await pubsub.subscribe(*channels)
                 delay = 0.1
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message["type"] == "message":
+                    message = await self._next_message(pubsub)
+                    if message is not None and message["type"] in ("message", "smessage"):
                         data = message["data"]
                         self._on_message(data.decode() if isinstance(data, bytes) else data)
             except (RedisError, OSError) as exc:
@@ -213,6 +232,12 @@ class RedisLocker:
                     pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    async def _next_message(pubsub: PubSub) -> dict[str, object] | None:
+        if isinstance(pubsub, ClusterPubSub):
+            return await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+        return await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
 
     def _start_keeping(self, lease: RedisLease, ttl_ms: int) -> None:
         lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))

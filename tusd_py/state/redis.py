@@ -1,30 +1,39 @@
 """The Redis state store, shared by every instance.
 
-Layout (all keys under one prefix):
+Layout (all keys under one prefix; the names in `redis_keys.py`):
 - `<prefix>upload:<id>`: a hash with the fields of `Upload.to_fields`;
 - `<prefix>expiry`: a sorted set of unfinished upload ids scored by expiry time;
 - `<prefix>finals`: a sorted set of final uploads not yet assembled, scored by creation time;
 - `<prefix>waiting:<part id>`: a set of the final uploads not yet assembled that list that part.
 Every change is one round trip: a Lua script or a MULTI pipeline. The Lua spells
 the lifecycle states ('uploading', 'finished', 'expired') as `state/base.py`
-does. The scripts that forget a final upload's waits build the `waiting:` keys from
-its `parts` field, so this layout is for a standalone Redis (or one hash slot).
+does. On one Redis the scripts that forget a final upload's waits build the
+`waiting:` keys from its `parts` field.
+
+On a Redis Cluster each upload's keys and its group's slice of the indexes share one
+hash slot (`KeyLayout`), so every script still touches one slot; the indexes are read
+group by group (one pipeline, one round trip per master). A final upload's parts may be
+in other groups: their `waiting:` sets are written after the final's record is created
+(and cleaned after it is finished or dropped) as separate commands. A crash between
+the two leaves a final that the sweeper's `pending_finals` pass still completes, or a
+`waiting:` entry naming a final that is done, which `concat` takes for what it is.
+
+`--redis-min-replicas N`: creations, offset commits and length declarations wait for N
+replicas (`Scripts`, WAIT) before the caller is answered.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+import heapq
+from typing import Any, Sequence
 
 from tusd_py.locks.base import Fence, Lock, LockLost
+from tusd_py.redis_connect import RedisClient, connect, is_clustered
+from tusd_py.redis_keys import DEFAULT_SHARDS, KeyLayout
 from tusd_py.redis_scripts import Scripts
 from tusd_py.state.base import Upload
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600
-RETRIES = 1  # a call is tried again once after a connection error or timeout
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -110,7 +119,7 @@ return 1
 _FORGET_WAITS = """
 local function forget_waits(parts)
   redis.call('ZREM', KEYS[2], ARGV[1])
-  if parts then
+  if parts and ARGV[2] ~= '' then  -- '' (a Redis Cluster): the caller forgets them
     for part in string.gmatch(parts, '%S+') do redis.call('SREM', ARGV[2] .. part, ARGV[1]) end
   end
 end
@@ -153,44 +162,61 @@ def _claim_field(event: str) -> str:
 class RedisStateStore:
     name = "Redis"
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "tusd-py:") -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = "tusd-py:",
+        layout: KeyLayout | None = None,
+        min_replicas: int = 0,
+        wait_ms: int = 1000,
+    ) -> None:
         self.client = client
-        self.prefix = prefix
-        self._expiry_key = f"{prefix}expiry"
-        self._finals_key = f"{prefix}finals"
-        self._waiting_prefix = f"{prefix}waiting:"
-        self.scripts = Scripts(client)
-        self._create = self.scripts.register(_CREATE)
-        self._commit = self.scripts.register(_COMMIT)
-        self._declare_length = self.scripts.register(_DECLARE_LENGTH)
+        self.layout = layout or KeyLayout(prefix)
+        self.prefix = self.layout.prefix
+        self._clustered = self.layout.clustered
+        self._waiting_prefix = "" if self._clustered else self.layout.waiting("")
+        self.scripts = Scripts(client, min_replicas=min_replicas, wait_ms=wait_ms)
+        self._create = self.scripts.register(_CREATE, durable=True)
+        self._commit = self.scripts.register(_COMMIT, durable=True)
+        self._declare_length = self.scripts.register(_DECLARE_LENGTH, durable=True)
         self._expect_length = self.scripts.register(_EXPECT_LENGTH)
         self._mark_expired = self.scripts.register(_MARK_EXPIRED)
         self._claim = self.scripts.register(_CLAIM)
-        self._create_final = self.scripts.register(_CREATE_FINAL)
+        self._create_final = self.scripts.register(_CREATE_FINAL, durable=True)
         self._finish_final = self.scripts.register(_FINISH_FINAL)
         self._drop_final = self.scripts.register(_DROP_FINAL)
         self._delete = self.scripts.register(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "tusd-py:", timeout: float = 2.0) -> RedisStateStore:
-        """A client whose every call ends within a known time when Redis is down or hung:
-        about (1 + retries) x timeout plus a short backoff, so requests get a prompt 503."""
-        client = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
-        )
-        return cls(client, prefix=prefix)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "tusd-py:",
+        timeout: float = 2.0,
+        min_replicas: int = 0,
+        shards: int = DEFAULT_SHARDS,
+    ) -> RedisStateStore:
+        """Any URL form of `redis_connect`; every call ends within a known time (a prompt 503).
+        WAIT gets half the timeout, so that it ends before the socket's read does."""
+        layout = KeyLayout(prefix, clustered=is_clustered(url), shards=shards)
+        wait_ms = max(1, int(timeout * 500))
+        return cls(connect(url, timeout=timeout), layout=layout, min_replicas=min_replicas, wait_ms=wait_ms)
 
     def key(self, upload_id: str) -> str:
-        return f"{self.prefix}upload:{upload_id}"
+        return self.layout.upload(upload_id)
+
+    def _expiry(self, upload_id: str) -> str:
+        return self.layout.expiry(self.layout.shard_of(upload_id))
+
+    def _finals(self, upload_id: str) -> str:
+        return self.layout.finals(self.layout.shard_of(upload_id))
 
     async def create(self, upload: Upload) -> bool:
         fields = upload.to_fields()
         flat: list[Any] = [item for pair in fields.items() for item in pair]
-        created = await self._create(keys=[self.key(upload.id), self._expiry_key], args=[upload.id, fields["expires"], *flat])
+        created = await self._create(keys=[self.key(upload.id), self._expiry(upload.id)], args=[upload.id, fields["expires"], *flat])
         return bool(created)
 
     async def get(self, upload_id: str, *, lock: Lock | None = None) -> Upload | None:
@@ -211,7 +237,7 @@ class RedisStateStore:
         fence: Fence | None = None,
         claim: str | None = None,
     ) -> int | None:
-        keys = [self.key(upload_id), self._expiry_key]
+        keys = [self.key(upload_id), self._expiry(upload_id)]
         args = [str(expected), str(new), "" if expires is None else repr(expires), upload_id, _claim_field(claim) if claim else ""]
         if fence is not None:
             keys.append(fence.key)
@@ -222,7 +248,7 @@ class RedisStateStore:
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
-        declared = await self._declare_length(keys=[self.key(upload_id), self._expiry_key], args=[str(length), upload_id])
+        declared = await self._declare_length(keys=[self.key(upload_id), self._expiry(upload_id)], args=[str(length), upload_id])
         return bool(declared)
 
     async def expect_length(self, upload_id: str, length: int) -> bool:
@@ -232,17 +258,24 @@ class RedisStateStore:
         return bool(await self._claim(keys=[self.key(upload_id)], args=[_claim_field(event)]))
 
     async def delete(self, upload_id: str) -> bool:
+        parts = await self._parts_before_forgetting(upload_id)
         deleted = await self._delete(
-            keys=[self.key(upload_id), self._finals_key, self._expiry_key], args=[upload_id, self._waiting_prefix]
+            keys=[self.key(upload_id), self._finals(upload_id), self._expiry(upload_id)], args=[upload_id, self._waiting_prefix]
         )
+        await self._forget_waits(upload_id, parts)
         return bool(deleted)
 
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
-        return list(await self.client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=limit))
+        if not self._clustered:
+            return list(await self.client.zrangebyscore(self.layout.expiry(0), "-inf", now, start=0, num=limit))
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(self.layout.shards):
+            pipe.zrangebyscore(self.layout.expiry(shard), "-inf", now, start=0, num=limit, withscores=True)
+        return _oldest(await pipe.execute(), limit)
 
     async def mark_expired(self, upload_id: str, now: float) -> bool:
         marked = await self._mark_expired(
-            keys=[self.key(upload_id), self._expiry_key], args=[repr(now), upload_id, TOMBSTONE_SECONDS]
+            keys=[self.key(upload_id), self._expiry(upload_id)], args=[repr(now), upload_id, TOMBSTONE_SECONDS]
         )
         return bool(marked)
 
@@ -252,30 +285,58 @@ class RedisStateStore:
     async def create_final(self, upload: Upload) -> bool:
         fields = upload.to_fields()
         flat: list[Any] = [item for pair in fields.items() for item in pair]
-        waiting = [self._waiting_prefix + part for part in sorted(set(upload.parts))]
+        waiting = [self.layout.waiting(part) for part in sorted(set(upload.parts))]
         created = await self._create_final(
-            keys=[self.key(upload.id), self._finals_key, *waiting], args=[upload.id, fields["created"], *flat]
+            keys=[self.key(upload.id), self._finals(upload.id), *([] if self._clustered else waiting)],
+            args=[upload.id, fields["created"], *flat],
         )
+        if created and self._clustered:  # the parts' sets are in other slots: after the record
+            pipe = self.client.pipeline(transaction=False)
+            for key in waiting:
+                pipe.sadd(key, upload.id)
+            await pipe.execute()
         return bool(created)
 
     async def finals_waiting_on(self, part_id: str) -> list[str]:
-        return sorted(await self.client.smembers(self._waiting_prefix + part_id))
+        return sorted(await self.client.smembers(self.layout.waiting(part_id)))
 
     async def pending_finals(self, limit: int) -> list[str]:
-        return list(await self.client.zrange(self._finals_key, 0, limit - 1))
+        if not self._clustered:
+            return list(await self.client.zrange(self.layout.finals(0), 0, limit - 1))
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(self.layout.shards):
+            pipe.zrange(self.layout.finals(shard), 0, limit - 1, withscores=True)
+        return _oldest(await pipe.execute(), limit)
 
     async def finish_final(self, final_id: str) -> bool:
+        parts = await self._parts_before_forgetting(final_id)
         finished = await self._finish_final(
-            keys=[self.key(final_id), self._finals_key], args=[final_id, self._waiting_prefix]
+            keys=[self.key(final_id), self._finals(final_id)], args=[final_id, self._waiting_prefix]
         )
+        await self._forget_waits(final_id, parts)
         return bool(finished)
 
     async def drop_final(self, final_id: str, now: float) -> bool:
+        parts = await self._parts_before_forgetting(final_id)
         dropped = await self._drop_final(
-            keys=[self.key(final_id), self._finals_key],
+            keys=[self.key(final_id), self._finals(final_id)],
             args=[final_id, self._waiting_prefix, repr(now), TOMBSTONE_SECONDS],
         )
+        await self._forget_waits(final_id, parts)
         return bool(dropped)
+
+    async def _parts_before_forgetting(self, upload_id: str) -> list[str]:
+        """On a Cluster: the parts whose `waiting:` sets name this upload (the scripts cannot reach them)."""
+        if not self._clustered:
+            return []
+        return sorted(set((await self.client.hget(self.key(upload_id), "parts") or "").split()))
+
+    async def _forget_waits(self, final_id: str, parts: Sequence[str]) -> None:
+        if parts:
+            pipe = self.client.pipeline(transaction=False)
+            for part in parts:
+                pipe.srem(self.layout.waiting(part), final_id)
+            await pipe.execute()
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -283,3 +344,9 @@ class RedisStateStore:
     async def close(self) -> None:
         await self.scripts.close()
         await self.client.aclose()
+
+
+def _oldest(per_shard: list[list[tuple[str, float]]], limit: int) -> list[str]:
+    """The `limit` lowest-scored ids over every shard's (id, score) list (each sorted by score)."""
+    merged = heapq.merge(*per_shard, key=lambda pair: pair[1])
+    return [upload_id for upload_id, _ in list(merged)[:limit]]
