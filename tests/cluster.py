@@ -1,6 +1,8 @@
 """The scale-out topology on 127.0.0.1: redis-server (AOF), N tusd-py instances
 sharing one data directory, and nginx round-robin in front with the very proxy
-settings of compose.yaml (deploy/nginx/tus-proxy.conf).
+settings of compose.yaml (deploy/nginx/tus-proxy.conf). `redis="sentinel"` or
+`redis="cluster"` puts a Sentinel group or a 3-master Redis Cluster
+(tests/redis_topologies.py) in the place of the one redis-server.
 
 Used by tests/e2e/test_scale_out.py, bench/scale_out.py and scripts/cluster.sh
 (`python -m tests.cluster` starts one and keeps it up until Ctrl-C).
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.redis_topologies import RedisClusterNodes, SentinelGroup
 from tests.support import ROOT, RedisServer, TusServer, free_port, stop_process, wait_for_port
 
 PROXY_SETTINGS = ROOT / "deploy" / "nginx" / "tus-proxy.conf"
@@ -113,9 +116,17 @@ class Nginx:
 class Cluster:
     """Redis + `instances` tusd-py processes on one shared data directory + nginx."""
 
-    def __init__(self, directory: Path, *, instances: int = 3, proxy_port: int | None = None, **flags: object) -> None:
+    def __init__(
+        self, directory: Path, *, instances: int = 3, proxy_port: int | None = None, redis: str = "single", **flags: object
+    ) -> None:
         self.directory = directory
-        self.redis = RedisServer(directory / "redis", appendonly=True)
+        self.redis: RedisServer | SentinelGroup | RedisClusterNodes
+        if redis == "sentinel":
+            self.redis = SentinelGroup(directory / "redis")
+        elif redis == "cluster":
+            self.redis = RedisClusterNodes(directory / "redis")
+        else:
+            self.redis = RedisServer(directory / "redis", appendonly=True)
         self.data_dir = directory / "data"
         flags.setdefault("behind_proxy", True)
         flags.setdefault("ietf_interim", False)  # as compose.yaml: nginx mishandles upstream 1xx

@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Coroutine
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -115,6 +115,7 @@ class RedisLocker:
         self._held: dict[str, RedisLease] = {}  # leases held in this instance
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # releases tried again (`_release_later`)
 
     def key(self, upload_id: str) -> str:
         return self.layout.lock(upload_id)
@@ -160,13 +161,29 @@ class RedisLocker:
             lease.renewer.cancel()
             if self._held.get(upload_id) is lease:
                 del self._held[upload_id]
+            args = [token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
             try:
-                await self._release(
-                    keys=[key], args=[token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
-                )
+                await self._release(keys=[key], args=args)
             except RedisError:
-                logger.warning("could not release the lock of %s; it expires by itself", upload_id)
+                logger.warning("could not release the lock of %s; trying again until its lease runs out", upload_id)
+                self._spawn(self._release_later(key, args, time.monotonic() + self.ttl))
             self._wake(upload_id)
+
+    async def _release_later(self, key: str, args: list[str], until: float) -> None:
+        """A release that failed (Redis away, a failover) is tried again, so the next request need
+        not wait out the whole lease once Redis is back; the token check keeps it harmless."""
+        while time.monotonic() < until:
+            await asyncio.sleep(RENEW_RETRY)
+            try:
+                await self._release(keys=[key], args=args)
+                return
+            except RedisError:
+                continue
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _ask_release(self, upload_id: str) -> None:
         local = self._held.get(upload_id)
@@ -264,6 +281,8 @@ class RedisLocker:
                 pause = RENEW_RETRY
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._own_scripts:
             await self._scripts.close()
         if self._listener is not None:
