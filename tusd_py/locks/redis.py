@@ -109,7 +109,9 @@ class RedisLocker:
         self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
         self._own_scripts = scripts is None
         self._scripts = scripts or Scripts(client)
-        self._acquire = self._scripts.register(_ACQUIRE)
+        # Durable: under --redis-min-replicas the record it reads (HEAD's and PATCH's offset) is one
+        # the replicas have too, never a write a failing master took alone (it would be lost).
+        self._acquire = self._scripts.register(_ACQUIRE, durable=True)
         self._renew = self._scripts.register(_RENEW)
         self._release = self._scripts.register(_RELEASE)
         self._held: dict[str, RedisLease] = {}  # leases held in this instance

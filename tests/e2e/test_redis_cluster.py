@@ -1,0 +1,67 @@
+"""tusd-py on a 3-master Redis Cluster (tests/redis_topologies.py), beyond the protocol tests
+that run on it as the `redis-cluster` state backend: where the keys go, and the hook streams.
+
+Every key of one upload is in one hash slot; the uploads and the indexes' slices spread over
+every master (redis_keys.KeyLayout), and post-* events over one stream per group.
+"""
+
+from __future__ import annotations
+
+import redis
+import requests
+from redis.crc import key_slot
+
+from tests.e2e.hookutil import wait_until
+from tests.redis_topologies import RedisClusterNodes
+from tests.support import TUS, TusServer, create, patch
+
+STREAM = "tus-events"
+
+
+def test_uploads_keys_spread_over_every_master_one_slot_per_upload(
+    tmp_path, redis_cluster_nodes: RedisClusterNodes, redis_cluster_url: str
+) -> None:
+    server = TusServer(tmp_path / "data", redis_url=redis_cluster_url).start()
+    try:
+        urls = [create(server.url, 10) for _ in range(48)]
+        for url in urls[:24]:
+            assert patch(url, 0, b"01234").status_code == 204  # unfinished: each in its group's expiry slice
+    finally:
+        server.stop()
+    records = redis_cluster_nodes.keys_per_node("tusd-py:upload:*")
+    assert sum(len(keys) for keys in records.values()) == 48
+    assert all(len(keys) >= 4 for keys in records.values()), {port: len(keys) for port, keys in records.items()}
+    expiry = redis_cluster_nodes.keys_per_node("tusd-py:expiry:*")
+    assert all(expiry.values()), expiry  # the expiry index is sliced over every master, no single hot slot
+    assert len({key_slot(key.encode()) for keys in expiry.values() for key in keys}) == len(sum(expiry.values(), []))
+    for keys in records.values():
+        for key in keys:  # an upload's record, lock and expiry slice share its slot
+            upload_id = key.rsplit("}", 1)[1]
+            tag = key[key.index("{") : key.index("}") + 1]
+            assert key_slot(f"tusd-py:lock:{tag}{upload_id}".encode()) == key_slot(key.encode())
+            assert key_slot(f"tusd-py:expiry:{tag}".encode()) == key_slot(key.encode())
+
+
+def test_hook_streams_are_sharded_over_the_cluster(
+    tmp_path, redis_cluster_nodes: RedisClusterNodes, redis_cluster_url: str
+) -> None:
+    server = TusServer(tmp_path / "data", redis_url=redis_cluster_url, hooks_redis_stream=STREAM).start()
+    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster_nodes.ports[0], decode_responses=True)
+    try:
+        urls = [create(server.url, 3) for _ in range(32)]
+        for url in urls:
+            assert patch(url, 0, b"abc").status_code == 204
+        assert requests.delete(urls[0], headers=TUS, timeout=10).status_code == 204
+        streams = [f"{STREAM}:{shard}" for shard in range(16)]
+        wait_until(lambda: sum(client.xlen(name) for name in streams) >= 65)  # 32 created, 32 finished, 1 terminated
+        per_stream = {name: client.xrange(name) for name in streams}
+        assert sum(len(entries) for entries in per_stream.values()) == 65
+        assert sum(1 for entries in per_stream.values() if entries) >= 8  # spread, not one hot stream
+        for name, entries in per_stream.items():  # an upload's events stay in one stream, in order
+            for _, fields in entries:
+                others = [s for s, e in per_stream.items() if s != name and any(f["upload_id"] == fields["upload_id"] for _, f in e)]
+                assert not others
+        assert client.xlen(STREAM) == 0  # no unsharded stream
+    finally:
+        client.close()
+        server.stop()
