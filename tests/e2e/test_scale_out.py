@@ -151,11 +151,12 @@ def content(url: str) -> bytes:
 # -- the deployment files -------------------------------------------------------------
 
 
-def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["nginx.conf", "nginx-ha.conf"])  # nginx-ha.conf: compose's "sentinel" profile
+def test_compose_nginx_config_is_valid(tmp_path: Path, name: str) -> None:
     """deploy/nginx/nginx.conf as compose mounts it, checked by `nginx -t` (names become 127.0.0.1)."""
-    source = (PROXY_SETTINGS.parent / "nginx.conf").read_text()
+    source = (PROXY_SETTINGS.parent / name).read_text()
     assert "include /etc/nginx/tus-proxy.conf;" in source
-    config = re.sub(r"tusd[123]:1080", "127.0.0.1:1080", source)
+    config = re.sub(r"tusd(-ha)?[123]:1080", "127.0.0.1:1080", source)
     config = config.replace("/etc/nginx/tus-proxy.conf", str(PROXY_SETTINGS)).replace("/tmp/nginx.pid", str(tmp_path / "pid"))
     (tmp_path / "nginx.conf").write_text(config)
     binary = Nginx(tmp_path, []).binary()
@@ -165,7 +166,7 @@ def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     compose = (PROXY_SETTINGS.parent.parent.parent / "compose.yaml").read_text()
-    for needed in ("--appendonly", "yes", "uploads:/data", "TUSD_PY_BEHIND_PROXY", "deploy/nginx/tus-proxy.conf"):
+    for needed in ("--appendonly", "yes", "uploads:/data", "TUSD_PY_BEHIND_PROXY", "deploy/nginx/tus-proxy.conf", f"deploy/nginx/{name}"):
         assert needed in compose
 
 
