@@ -200,7 +200,7 @@ class RedisClusterNodes:
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
             )
             for port in self.ports:
-                _wait(lambda: _client(port).cluster("info")["cluster_state"] == "ok", "the cluster is not ok")
+                _wait(lambda port=port: _client(port).cluster("info")["cluster_state"] == "ok", "the cluster is not ok")
         except BaseException:
             self.stop()
             raise

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
 RETRIES = 1  # a call is tried again once after a connection error or timeout
@@ -44,18 +44,27 @@ def is_clustered(url: str) -> bool:
 
 def connect(url: str, *, timeout: float, retries: int = RETRIES) -> RedisClient:
     """A client for `url` (see the module docstring); it connects on first use."""
-    bounds: dict[str, Any] = dict(
-        decode_responses=True,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-    )
+    bounds: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+    }
     scheme = urlsplit(url).scheme
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         return _sentinel(url, bounds)
     if scheme in ("redis+cluster", "rediss+cluster"):
         return _cluster(url, bounds)
     return aioredis.Redis.from_url(url, **bounds)
+
+
+async def close(client: RedisClient) -> None:
+    """Close the client, and under Sentinel also its connections to the sentinels."""
+    await client.aclose()
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def _parts(url: str, allowed: frozenset[str]) -> tuple[list[tuple[str, int]], dict[str, Any], list[str], dict[str, str]]:

@@ -55,7 +55,7 @@ class Scripts:
         """`wait_ms`: how long WAIT may wait for the replicas; keep it under the socket timeout."""
         self.client = client
         self.min_replicas = min_replicas
-        self._wait = hiredis.pack_command(("WAIT", min_replicas, wait_ms)) if min_replicas else b""
+        self._wait = hiredis.pack_command(("WAIT", str(min_replicas), str(wait_ms))) if min_replicas else b""
         own_retry = None if isinstance(client, RedisCluster) else client.get_retry()  # a cluster retries per node
         self._retry: Retry = own_retry or Retry(NoBackoff(), 0)
         self._idle: list[AbstractConnection] = []
@@ -86,6 +86,8 @@ class Scripts:
         await client.initialize()  # the slot map (nothing to do once known)
         for attempt in (1, 2):
             node = client.get_node_from_key(keys[0])
+            if node is None:
+                raise ClusterDownError(f"no master serves the slot of {keys[0]}")
             connection = node.acquire_connection()
             try:
                 reply = await self._exchange(connection, script, keys, args)

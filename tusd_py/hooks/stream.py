@@ -19,7 +19,7 @@ from typing import Iterable
 from redis.exceptions import RedisError
 
 from tusd_py.hooks.base import POST_CREATE, POST_FINISH, POST_TERMINATE, HookEvent, HookFailed, HookResponse
-from tusd_py.redis_connect import RedisClient, connect, is_clustered
+from tusd_py.redis_connect import RedisClient, close, connect, is_clustered
 from tusd_py.redis_keys import DEFAULT_SHARDS, KeyLayout
 
 STREAM_EVENTS = frozenset({POST_CREATE, POST_FINISH, POST_TERMINATE})
@@ -62,4 +62,4 @@ class RedisStreamTransport:
         return None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await close(self.client)

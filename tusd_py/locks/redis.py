@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Coroutine
+from typing import Any, AsyncIterator, Callable, Coroutine
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -253,7 +253,7 @@ class RedisLocker:
             delay = min(delay * 2, 2.0)
 
     @staticmethod
-    async def _next_message(pubsub: PubSub) -> dict[str, object] | None:
+    async def _next_message(pubsub: PubSub) -> dict[str, Any] | None:
         if isinstance(pubsub, ClusterPubSub):
             return await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
         return await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

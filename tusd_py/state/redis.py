@@ -28,7 +28,7 @@ import heapq
 from typing import Any, Sequence
 
 from tusd_py.locks.base import Fence, Lock, LockLost
-from tusd_py.redis_connect import RedisClient, connect, is_clustered
+from tusd_py.redis_connect import RedisClient, close, connect, is_clustered
 from tusd_py.redis_keys import DEFAULT_SHARDS, KeyLayout
 from tusd_py.redis_scripts import Scripts
 from tusd_py.state.base import Upload
@@ -343,7 +343,7 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self.scripts.close()
-        await self.client.aclose()
+        await close(self.client)
 
 
 def _oldest(per_shard: list[list[tuple[str, float]]], limit: int) -> list[str]:
