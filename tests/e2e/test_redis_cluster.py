@@ -66,3 +66,44 @@ def test_hook_streams_are_sharded_over_the_cluster(
     finally:
         client.close()
         server.stop()
+
+
+def move_slot(nodes: RedisClusterNodes, slot: int) -> None:
+    """Migrate one hash slot, with its keys, to another master (as a resharding does)."""
+    clients = {port: redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in nodes.ports}
+    try:
+        ids = {port: client.cluster("myid") for port, client in clients.items()}
+        source = next(port for port, client in clients.items() if client.cluster("countkeysinslot", slot) > 0)
+        target = next(port for port in nodes.ports if port != source)
+        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for client in clients.values():
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_scripts_follow_a_moved_slot_and_a_flushed_script_cache(tmp_path) -> None:
+    """The hiredis-packed scripts go to the master the client's slot map names; after a
+    resharding that one answers MOVED, and after SCRIPT FLUSH NOSCRIPT: both are recovered."""
+    nodes = RedisClusterNodes(tmp_path / "cluster").start()
+    server = TusServer(tmp_path / "data", redis_url=nodes.url).start()
+    try:
+        data = b"0123456789" * 100
+        url = create(server.url, len(data))
+        assert patch(url, 0, data[:300]).status_code == 204
+        key = f"tusd-py:upload:*{url.rsplit('/', 1)[1]}"
+        record = next(k for keys in nodes.keys_per_node(key).values() for k in keys)
+        move_slot(nodes, key_slot(record.encode()))
+        assert patch(url, 300, data[300:600]).status_code == 204  # MOVED: followed, tried again
+        for port in nodes.ports:
+            with redis.Redis(host="127.0.0.1", port=port) as client:
+                client.script_flush()
+        assert patch(url, 600, data[600:]).status_code == 204  # NOSCRIPT: EVAL
+        assert requests.get(url, timeout=10).content == data
+    finally:
+        server.stop()
+        nodes.stop()

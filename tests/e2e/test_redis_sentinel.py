@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -52,7 +53,8 @@ def slow_body(data: bytes) -> Iterator[bytes]:
 
 class Uploader:
     """Sends an upload in 1 MiB PATCHes round-robin over the instances, resuming after any
-    failure from the offset HEAD reports; records what every answer said."""
+    failure from the offset HEAD reports (asking again until HEAD answers); records what every
+    answer said."""
 
     def __init__(self, servers: list[TusServer], data: bytes) -> None:
         self.servers = servers
@@ -87,10 +89,12 @@ class Uploader:
             if answer.status_code == 204:
                 offset = int(answer.headers["Upload-Offset"])
                 continue
-            time.sleep(0.2)
-            probe = self._send("HEAD", server, headers=TUS)
-            if probe.status_code == 200:
-                offset = int(probe.headers["Upload-Offset"])  # the client resumes where the server says
+            while time.monotonic() < deadline:  # as tus clients do: HEAD until it answers, then resume there
+                time.sleep(0.2)
+                probe = self._send("HEAD", server, headers=TUS)
+                if probe.status_code == 200:
+                    offset = int(probe.headers["Upload-Offset"])
+                    break
 
     def content(self) -> bytes:
         answer = requests.get(self.servers[0].url + self.upload_id, timeout=30)
@@ -99,8 +103,7 @@ class Uploader:
 
 
 def check_answers(uploader: Uploader) -> None:
-    odd = [status for status in uploader.statuses if status not in (200, 204, 409, 503)]
-    assert not odd, uploader.statuses
+    assert set(uploader.statuses) <= {200, 204, 409, 503}, Counter(uploader.statuses)  # 409: a lost commit (no WAIT)
     assert uploader.slowest < LONGEST, uploader.slowest
     assert 503 in uploader.statuses  # the switch was seen (else the test proved nothing)
 
@@ -160,7 +163,7 @@ def test_graceful_failover_answers_nothing_worse_than_503(tmp_path: Path, sentin
         uploader.run()
         thread.join(60)
         assert sentinel_group.master_port() != old_port
-        assert all(status in (200, 204, 503) for status in uploader.statuses), uploader.statuses
+        assert set(uploader.statuses) <= {200, 204, 503}, Counter(uploader.statuses)
         assert uploader.slowest < LONGEST, uploader.slowest
         assert uploader.reported == sorted(uploader.reported), uploader.reported
         assert hashlib.sha256(uploader.content()).digest() == hashlib.sha256(data).digest()

@@ -40,13 +40,18 @@ from redis.exceptions import RedisError
 from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
 from tusd_py.redis_connect import RedisClient
 from tusd_py.redis_keys import KeyLayout
-from tusd_py.redis_scripts import Scripts
+from tusd_py.redis_scripts import ReplicasBehind, Scripts
 
 logger = logging.getLogger("tusd_py.locks")
 
 # KEYS: lock[, record to read]. ARGV: token, ttl ms. Returns false when held, else the record's fields.
+# Held with the caller's own token: an earlier try of this very hold took it and its answer was lost
+# (a connection broken in a failover, then retried): that is the caller's lock.
 _ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 if KEYS[2] then return redis.call('HGETALL', KEYS[2]) end
 return {}
 """
@@ -139,7 +144,11 @@ class RedisLocker:
         poll = 0.02
         while True:
             sent = time.monotonic()
-            record = await self._acquire(keys=keys, args=[token, ttl_ms])
+            try:
+                record = await self._acquire(keys=keys, args=[token, ttl_ms])
+            except ReplicasBehind:  # taken, but not on the replicas in time: let it go again
+                await self._let_go(upload_id, key, [token, "", "", self._publish])
+                raise
             if record is not None:
                 break
             now = loop.time()
@@ -164,12 +173,15 @@ class RedisLocker:
             if self._held.get(upload_id) is lease:
                 del self._held[upload_id]
             args = [token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
-            try:
-                await self._release(keys=[key], args=args)
-            except RedisError:
-                logger.warning("could not release the lock of %s; trying again until its lease runs out", upload_id)
-                self._spawn(self._release_later(key, args, time.monotonic() + self.ttl))
+            await self._let_go(upload_id, key, args)
             self._wake(upload_id)
+
+    async def _let_go(self, upload_id: str, key: str, args: list[str]) -> None:
+        try:
+            await self._release(keys=[key], args=args)
+        except RedisError:
+            logger.warning("could not release the lock of %s; trying again until its lease runs out", upload_id)
+            self._spawn(self._release_later(key, args, time.monotonic() + self.ttl))
 
     async def _release_later(self, key: str, args: list[str], until: float) -> None:
         """A release that failed (Redis away, a failover) is tried again, so the next request need
