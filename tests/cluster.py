@@ -186,13 +186,15 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--port", type=int, default=8080, help="the proxy's port")
     parser.add_argument("--dir", type=Path, default=None, help="where data and logs go (default: a temporary directory)")
+    parser.add_argument("--redis", choices=["single", "sentinel", "cluster"], default="single", help="the Redis topology")
     args = parser.parse_args()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="tusd-py-cluster-"))
-    cluster = Cluster(directory.resolve(), instances=args.instances, proxy_port=args.port)
+    cluster = Cluster(directory.resolve(), instances=args.instances, proxy_port=args.port, redis=args.redis)
     cluster.start()
     print(f"tus endpoint:  {cluster.url}")
     print(f"instances:     {', '.join(server.url for server in cluster.servers)}")
-    print(f"redis:         {cluster.redis.url} (AOF in {cluster.redis.directory})")
+    aof = f" (AOF in {cluster.redis.directory})" if isinstance(cluster.redis, RedisServer) else ""
+    print(f"redis:         {cluster.redis.url}{aof}")
     print(f"data and logs: {directory}")
     print("Ctrl-C stops everything.")
     try:
