@@ -67,7 +67,7 @@ def build_handler(config: Config) -> TusHandler:
 
         assert isinstance(state, RedisStateStore)
         # The lock's acquiring script also reads the upload's record: one round trip for both.
-        locker = RedisLocker(state.client, prefix=config.redis_prefix, preload=state.key, scripts=state.scripts)
+        locker = RedisLocker(state.client, layout=state.layout, preload=state.key, scripts=state.scripts)
     else:
         locker = MemoryLocker()
     return TusHandler(config, state, data, locker, hooks=hooks, metrics=metrics)

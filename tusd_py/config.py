@@ -25,6 +25,8 @@ class Config:
     redis_url: str | None = None  # None: the embedded SQLite state store
     redis_prefix: str = "tusd-py:"
     redis_timeout: float = 2.0  # seconds one Redis call may take (connect or read) before it counts as failed (503)
+    redis_min_replicas: int = 0  # replicas that must have each creation and offset commit before it is acknowledged (WAIT)
+    redis_shards: int = 16  # Redis Cluster only: groups of uploads (hash slots); fixed for a deployment's life
     max_size: int = 0  # bytes; 0 = no limit
     expire_after: float = 86400.0  # seconds an unfinished upload lives after its last write; 0 = never
     sweep_interval: float = 60.0  # how often expired uploads are looked for
@@ -79,6 +81,8 @@ class Config:
             raise ValueError("max_size must be >= 0")
         if self.expire_after < 0:
             raise ValueError("expire_after must be >= 0")
+        if self.redis_min_replicas < 0:
+            raise ValueError("redis_min_replicas must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
         for endpoint in self.ui_endpoints:

@@ -11,7 +11,13 @@ def open_state_store(config: Config) -> StateStore:
     if config.redis_url:
         from tusd_py.state.redis import RedisStateStore
 
-        return RedisStateStore.from_url(config.redis_url, prefix=config.redis_prefix, timeout=config.redis_timeout)
+        return RedisStateStore.from_url(
+            config.redis_url,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout,
+            min_replicas=config.redis_min_replicas,
+            shards=config.redis_shards,
+        )
     from tusd_py.state.local import LocalStateStore
 
     return LocalStateStore(config.data_dir / "tusd-py.sqlite3", fsync=config.fsync)
