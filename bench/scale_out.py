@@ -3,6 +3,11 @@ nothing about speed.
 
     python bench/scale_out.py                        # 2000 x 64 KiB (POST + PATCH), concurrency 64
     python bench/scale_out.py --count 500 --instances 1,3
+    python bench/scale_out.py --instances 3 --redis single,sentinel,sentinel-min1,cluster
+
+`--redis`: the Redis topologies (tests/redis_topologies.py): `single` (redis-server with AOF),
+`sentinel` (a master, a replica, three sentinels), `sentinel-min1` (the same with
+--redis-min-replicas 1: WAIT after every creation, commit and lock), `cluster` (3 masters).
 
 For each topology (tests/cluster.py: redis-server with AOF, N tusd-py, nginx round-robin) it prints
 uploads/s, the Redis commands per upload from `INFO commandstats` (commands run inside scripts
@@ -34,25 +39,42 @@ from tests.cluster import Cluster, redis_commands  # noqa: E402
 NOT_UPLOADS = {"config|resetstat", "info", "hello", "subscribe", "client|setinfo", "ping", "monitor", "select"}
 
 
-def round_trips(cluster: Cluster, body: bytes) -> dict[str, int]:
-    """Client commands per request of one upload, watched with MONITOR."""
-    client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+def _not_a_request(command: str) -> bool:
+    """What MONITOR shows that no request sent: the sentinels' probes, and the WAIT that goes in
+    the same write as the script before it (one round trip for both, tusd_py/redis_scripts.py)."""
+    return command.startswith(("PING", "INFO", "WAIT", "PUBLISH __sentinel__", "PUBLISH \"__sentinel__"))
+
+
+def data_nodes(cluster: Cluster, topology: str) -> list[str]:
+    """URLs of the Redis servers that take the writes: the one, the master, or every master."""
+    if topology == "cluster":
+        return [f"redis://127.0.0.1:{port}/0" for port in cluster.redis.ports]  # type: ignore[union-attr]
+    if topology.startswith("sentinel"):
+        return [f"redis://127.0.0.1:{cluster.redis.master_port()}/0"]  # type: ignore[union-attr]
+    return [cluster.redis.url]
+
+
+def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, int]:
+    """Client commands per request of one upload, watched with MONITOR on every data node."""
+    clients = [redis.Redis.from_url(url, decode_responses=True) for url in nodes]
     seen: list[str] = []
-    ready = threading.Event()
     stop = threading.Event()
 
-    def watch() -> None:
+    def watch(client: redis.Redis, ready: threading.Event) -> None:
         with client.monitor() as monitor:
             ready.set()
             for event in monitor.listen():
                 if stop.is_set() and event["command"].startswith("ECHO"):
                     return
-                if event.get("client_type") != "lua":
+                if event.get("client_type") != "lua" and not _not_a_request(event["command"]):
                     seen.append(event["command"])
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    ready.wait(5)
+    threads = []
+    for client in clients:
+        ready = threading.Event()
+        threads.append(threading.Thread(target=watch, args=(client, ready), daemon=True))
+        threads[-1].start()
+        ready.wait(5)
     counts = {}
 
     async def one() -> None:
@@ -72,9 +94,10 @@ def round_trips(cluster: Cluster, body: bytes) -> dict[str, int]:
 
     asyncio.run(one())
     stop.set()
-    redis.Redis.from_url(cluster.redis.url).echo("stop")
-    thread.join(5)
-    client.close()
+    for url, thread, client in zip(nodes, threads, clients):
+        redis.Redis.from_url(url).echo("stop")
+        thread.join(5)
+        client.close()
     return counts
 
 
@@ -84,21 +107,29 @@ def main() -> None:
     parser.add_argument("--kib", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--instances", default="1,3")
+    parser.add_argument("--redis", default="single", help="comma-separated: single, sentinel, sentinel-min1, cluster")
     args = parser.parse_args()
     body = os.urandom(args.kib * 1024)
     expected = hashlib.sha256(body).hexdigest()
     rows = []
     with tempfile.TemporaryDirectory(prefix="tusd-bench-scale-") as tmp:
-        for instances in [int(n) for n in args.instances.split(",")]:
-            cluster = Cluster(Path(tmp) / f"cluster-{instances}", instances=instances, log_level="warning").start()
+        runs = [(topology, int(n)) for topology in args.redis.split(",") for n in args.instances.split(",")]
+        for topology, instances in runs:
+            flags: dict[str, object] = {"redis_min_replicas": 1} if topology == "sentinel-min1" else {}
+            redis_kind = "sentinel" if topology.startswith("sentinel") else topology
+            directory = Path(tmp) / f"{topology}-{instances}"
+            cluster = Cluster(directory, instances=instances, redis=redis_kind, log_level="warning", **flags).start()
             try:
                 many_uploads(cluster.proxy.port, 50, body, 8)  # warm up: connections, script cache
-                trips = round_trips(cluster, body)
-                admin = redis.Redis.from_url(cluster.redis.url)
-                admin.config_resetstat()
+                nodes = data_nodes(cluster, topology)
+                trips = round_trips(nodes, cluster, body)
+                for url in nodes:
+                    with redis.Redis.from_url(url) as admin:
+                        admin.config_resetstat()
                 elapsed, paths = many_uploads(cluster.proxy.port, args.count, body, args.concurrency)
-                calls = redis_commands(cluster.redis.url)
-                admin.close()
+                calls = Counter()
+                for url in nodes:
+                    calls.update(redis_commands(url))
                 assert len(paths) == args.count
                 for path in paths[:: max(1, len(paths) // 50)]:
                     stored = cluster.data_dir / path.rsplit("/", 1)[1]
@@ -109,14 +140,14 @@ def main() -> None:
             rate = args.count / elapsed
             total = sum(per_upload.values())
             detail = ", ".join(f"{name} {n:.2f}" for name, n in per_upload.most_common())
-            print(f"{instances} instance(s): {rate:,.0f} uploads/s; Redis commands per upload {total:.2f} ({detail})")
+            print(f"{topology}, {instances} instance(s): {rate:,.0f} uploads/s; Redis commands per upload {total:.2f} ({detail})")
             print(f"  round trips to Redis: POST {trips['POST']}, PATCH {trips['PATCH']}, HEAD {trips['HEAD']}", flush=True)
-            rows.append((instances, f"{rate:,.0f}", f"{total:.1f}", f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"))
+            rows.append((topology, instances, f"{rate:,.0f}", f"{total:.1f}", f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"))
     print()
     print(f"{args.count} uploads of {args.kib} KiB (POST + PATCH), concurrency {args.concurrency}, through nginx:")
     print()
-    print("| instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD |")
-    print("|---:|---:|---:|---|")
+    print("| Redis | instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD |")
+    print("|---|---:|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(str(cell) for cell in row) + " |")
 

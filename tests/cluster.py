@@ -1,6 +1,8 @@
 """The scale-out topology on 127.0.0.1: redis-server (AOF), N tusd-py instances
 sharing one data directory, and nginx round-robin in front with the very proxy
-settings of compose.yaml (deploy/nginx/tus-proxy.conf).
+settings of compose.yaml (deploy/nginx/tus-proxy.conf). `redis="sentinel"` or
+`redis="cluster"` puts a Sentinel group or a 3-master Redis Cluster
+(tests/redis_topologies.py) in the place of the one redis-server.
 
 Used by tests/e2e/test_scale_out.py, bench/scale_out.py and scripts/cluster.sh
 (`python -m tests.cluster` starts one and keeps it up until Ctrl-C).
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.redis_topologies import RedisClusterNodes, SentinelGroup
 from tests.support import ROOT, RedisServer, TusServer, free_port, stop_process, wait_for_port
 
 PROXY_SETTINGS = ROOT / "deploy" / "nginx" / "tus-proxy.conf"
@@ -113,9 +116,17 @@ class Nginx:
 class Cluster:
     """Redis + `instances` tusd-py processes on one shared data directory + nginx."""
 
-    def __init__(self, directory: Path, *, instances: int = 3, proxy_port: int | None = None, **flags: object) -> None:
+    def __init__(
+        self, directory: Path, *, instances: int = 3, proxy_port: int | None = None, redis: str = "single", **flags: object
+    ) -> None:
         self.directory = directory
-        self.redis = RedisServer(directory / "redis", appendonly=True)
+        self.redis: RedisServer | SentinelGroup | RedisClusterNodes
+        if redis == "sentinel":
+            self.redis = SentinelGroup(directory / "redis")
+        elif redis == "cluster":
+            self.redis = RedisClusterNodes(directory / "redis")
+        else:
+            self.redis = RedisServer(directory / "redis", appendonly=True)
         self.data_dir = directory / "data"
         flags.setdefault("behind_proxy", True)
         flags.setdefault("ietf_interim", False)  # as compose.yaml: nginx mishandles upstream 1xx
@@ -175,13 +186,15 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--port", type=int, default=8080, help="the proxy's port")
     parser.add_argument("--dir", type=Path, default=None, help="where data and logs go (default: a temporary directory)")
+    parser.add_argument("--redis", choices=["single", "sentinel", "cluster"], default="single", help="the Redis topology")
     args = parser.parse_args()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="tusd-py-cluster-"))
-    cluster = Cluster(directory.resolve(), instances=args.instances, proxy_port=args.port)
+    cluster = Cluster(directory.resolve(), instances=args.instances, proxy_port=args.port, redis=args.redis)
     cluster.start()
     print(f"tus endpoint:  {cluster.url}")
     print(f"instances:     {', '.join(server.url for server in cluster.servers)}")
-    print(f"redis:         {cluster.redis.url} (AOF in {cluster.redis.directory})")
+    aof = f" (AOF in {cluster.redis.directory})" if isinstance(cluster.redis, RedisServer) else ""
+    print(f"redis:         {cluster.redis.url}{aof}")
     print(f"data and logs: {directory}")
     print("Ctrl-C stops everything.")
     try:

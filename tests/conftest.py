@@ -5,6 +5,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.redis_topologies import RedisClusterNodes
 from tests.support import RedisServer, TusServer
 
 
@@ -26,16 +27,41 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_nodes: RedisClusterNodes) -> Iterator[str]:
+    """The shared 3-master Redis Cluster, emptied for each test."""
+    redis_cluster_nodes.flush()
+    yield redis_cluster_nodes.url
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def state_backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(params=["embedded", "redis", "redis-cluster"])
+def state_backend_or_cluster(request: pytest.FixtureRequest) -> str:
+    """`state_backend` plus a Redis Cluster; a module opts in with
+    `from tests.conftest import state_backend_or_cluster as state_backend`."""
+    return request.param
+
+
+REDIS_URL_FIXTURES = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
 
 
 @pytest.fixture
 def make_server(tmp_path: Path, state_backend: str, request: pytest.FixtureRequest) -> Iterator:
     """Start tusd-py servers (with the parametrized state backend); all are stopped afterwards."""
     started: list[TusServer] = []
-    redis = request.getfixturevalue("redis_url") if state_backend == "redis" else None
+    fixture = REDIS_URL_FIXTURES.get(state_backend)
+    redis = request.getfixturevalue(fixture) if fixture else None
 
     def make(**flags: object) -> TusServer:
         server = TusServer(tmp_path / f"data{len(started)}", redis_url=redis, **flags)

@@ -61,10 +61,11 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
 class RedisServer:
     """A throwaway redis-server on a free port (AOF optional), in its own directory."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = False, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.appendonly = appendonly
-        self.port = free_port()
+        self.port = port or free_port()
+        self.args = args  # more redis-server options (replication, cluster mode)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -85,6 +86,7 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
+            *self.args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)

@@ -33,6 +33,10 @@ def env_names(field: dataclasses.Field[Any]) -> list[str]:
     return names + [other] if other not in names else names
 
 
+def _int(bound: float | None) -> int | None:
+    return None if bound is None else int(bound)
+
+
 def _option(field: dataclasses.Field[Any]) -> Callable[[Any], Any]:
     """The click option of one Config field."""
     meta = field.metadata
@@ -40,14 +44,15 @@ def _option(field: dataclasses.Field[Any]) -> Callable[[Any], Any]:
     name = flag_name(field)
     common: dict[str, Any] = {"show_envvar": True, "envvar": env_names(field), "help": meta["help"]}
     default = field.default if field.default is not dataclasses.MISSING else cast(Callable[[], Any], field.default_factory)()
-    minimum = meta.get("minimum")
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
     kind: Any
     if hint is bool:
         return click.option(f"--{name}/--no-{name}", field.name, default=default, **common)
     if hint is int:
-        kind = click.IntRange(min=int(minimum)) if minimum is not None else int
+        bounded = minimum is not None or maximum is not None
+        kind = click.IntRange(min=_int(minimum), max=_int(maximum)) if bounded else int
     elif hint is float:
-        kind = click.FloatRange(min=minimum) if minimum is not None else float
+        kind = click.FloatRange(min=minimum, max=maximum) if minimum is not None or maximum is not None else float
     elif hint is Path:
         kind = click.Path(path_type=Path)
         default = str(default)

@@ -30,16 +30,17 @@ def setting(
     *,
     flag: str | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
     if_empty: Any = None,
 ) -> Any:
     """A Config field with what the CLI needs to offer it.
 
-    `flag` when the flag is not the field's name with dashes; `minimum` and `choices`
+    `flag` when the flag is not the field's name with dashes; `minimum`, `maximum` and `choices`
     bound what the CLI accepts. List settings (tuples) are comma-separated there, and
     an empty list is `if_empty` when given; an empty value of an optional setting is None.
     """
-    metadata = {"help": help, "flag": flag, "minimum": minimum, "choices": choices, "if_empty": if_empty}
+    metadata = {"help": help, "flag": flag, "minimum": minimum, "maximum": maximum, "choices": choices, "if_empty": if_empty}
     if isinstance(default, Path):
         return dataclasses.field(default_factory=lambda: Path(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -52,11 +53,23 @@ class Config:
     base_path: str = setting("/files/", "URL path of the creation endpoint.")
     data_dir: Path = setting(Path("./data"), "Where upload data (and the embedded state) is stored.", flag="dir")
     redis_url: str | None = setting(
-        None, "Keep state in Redis (e.g. redis://127.0.0.1:6379/0); unset: embedded SQLite state."
+        None,
+        "Keep state in Redis: redis://host:6379/0, redis+sentinel://host1:26379,host2:26379/<master name>/0, or redis+cluster://host1:7000,host2:7001 (rediss+...: TLS; docs/scale-out.md). Unset: embedded SQLite state.",
     )
     redis_prefix: str = setting("tusd-py:", "Prefix of every Redis key (several deployments can share one Redis).")
     redis_timeout: float = setting(
         2.0, "Seconds a Redis call may take before the request gets 503 (tried twice).", minimum=0.1
+    )
+    redis_min_replicas: int = setting(
+        0,
+        "Answer a creation or an offset commit only once this many Redis replicas have it (WAIT, up to half --redis-timeout; fewer: 503), so a failover loses no acknowledged offset.",
+        minimum=0,
+    )
+    redis_shards: int = setting(
+        16,
+        "Redis Cluster only: groups (hash slots) uploads and their indexes spread over. Never change it on a running deployment.",
+        minimum=1,
+        maximum=16384,
     )
     max_size: int = setting(0, "Largest upload in bytes (0 = no limit).", minimum=0)
     expire_after: float = setting(
@@ -156,6 +169,8 @@ class Config:
             raise ValueError("max_size must be >= 0")
         if self.expire_after < 0:
             raise ValueError("expire_after must be >= 0")
+        if self.redis_min_replicas < 0:
+            raise ValueError("redis_min_replicas must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
         for endpoint in self.ui_endpoints:

@@ -1,6 +1,6 @@
 """tus concatenation and concatenation-unfinished over real HTTP (checklist §1.14, CC-01..CC-17).
 
-Each test runs against the embedded state and against a real redis-server.
+Each test runs against the embedded state, a real redis-server and a 3-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.conftest import state_backend_or_cluster as state_backend  # noqa: F401  (also on a Redis Cluster)
 from tests.support import TUS, create, head, patch
 
 PARTIAL = {"Upload-Concat": "partial"}

@@ -1,5 +1,6 @@
-"""Concatenation across instances: two tusd-py processes sharing one redis-server and
-one data directory, parts written through both, final uploads completed once."""
+"""Concatenation across instances: two tusd-py processes sharing one redis-server (or one
+3-master Redis Cluster) and one data directory, parts written through both, final uploads
+completed once."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.conftest import REDIS_URL_FIXTURES
 from tests.e2e.test_concat import PARTIAL, create_final, wait_for_offset
 from tests.support import TusServer, create, head, patch
 
 
-@pytest.fixture
-def instances(tmp_path: Path, redis_url: str) -> Iterator[list[TusServer]]:
+@pytest.fixture(params=["redis", "redis-cluster"])
+def instances(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[TusServer]]:
+    redis_url = request.getfixturevalue(REDIS_URL_FIXTURES[request.param])
     shared = tmp_path / "shared"
     servers = [TusServer(shared, redis_url=redis_url, sweep_interval=0.5) for _ in range(2)]
     try:

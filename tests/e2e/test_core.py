@@ -1,6 +1,6 @@
 """tus core, creation, defer-length, checksum, termination and expiration over real HTTP.
 
-Each test runs twice: against the embedded state and against a real redis-server.
+Each test runs three times: against the embedded state, a real redis-server and a 3-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import zlib
 import pytest
 import requests
 
+from tests.conftest import state_backend_or_cluster as state_backend  # noqa: F401  (also on a Redis Cluster)
 from tests.support import OCTET, TUS, create, head, patch, raw_request
 
 

@@ -2,6 +2,8 @@
 
 Every test runs the real topology of compose.yaml on 127.0.0.1 (tests/cluster.py):
 redis-server with AOF, three tusd-py processes, and nginx with deploy/nginx/tus-proxy.conf.
+The tests marked `on_cluster_too` also run with a 3-master Redis Cluster in the place of
+the redis-server (the others stop, hang or write to that one Redis by hand).
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ from tests.cluster import PROXY_SETTINGS, Cluster, Nginx
 from tests.support import TUS, create, head, patch
 
 pytestmark = pytest.mark.timeout(120)
+on_cluster_too = pytest.mark.parametrize("redis_topology", ["single", "cluster"])
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator:
+def redis_topology() -> str:
+    return "single"
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, redis_topology: str) -> Iterator:
     started: list[Cluster] = []
 
     def make(**flags: object) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(started)}", **flags)
+        cluster = Cluster(tmp_path / f"cluster{len(started)}", redis=redis_topology, **flags)
         started.append(cluster)
         return cluster.start()
 
@@ -143,11 +151,12 @@ def content(url: str) -> bytes:
 # -- the deployment files -------------------------------------------------------------
 
 
-def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["nginx.conf", "nginx-ha.conf"])  # nginx-ha.conf: compose's "sentinel" profile
+def test_compose_nginx_config_is_valid(tmp_path: Path, name: str) -> None:
     """deploy/nginx/nginx.conf as compose mounts it, checked by `nginx -t` (names become 127.0.0.1)."""
-    source = (PROXY_SETTINGS.parent / "nginx.conf").read_text()
+    source = (PROXY_SETTINGS.parent / name).read_text()
     assert "include /etc/nginx/tus-proxy.conf;" in source
-    config = re.sub(r"tusd[123]:1080", "127.0.0.1:1080", source)
+    config = re.sub(r"tusd(-ha)?[123]:1080", "127.0.0.1:1080", source)
     config = config.replace("/etc/nginx/tus-proxy.conf", str(PROXY_SETTINGS)).replace("/tmp/nginx.pid", str(tmp_path / "pid"))
     (tmp_path / "nginx.conf").write_text(config)
     binary = Nginx(tmp_path, []).binary()
@@ -157,13 +166,14 @@ def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     compose = (PROXY_SETTINGS.parent.parent.parent / "compose.yaml").read_text()
-    for needed in ("--appendonly", "yes", "uploads:/data", "TUSD_PY_BEHIND_PROXY", "deploy/nginx/tus-proxy.conf"):
+    for needed in ("--appendonly", "yes", "uploads:/data", "TUSD_PY_BEHIND_PROXY", "deploy/nginx/tus-proxy.conf", f"deploy/nginx/{name}"):
         assert needed in compose
 
 
 # -- through the proxy -------------------------------------------------------------
 
 
+@on_cluster_too
 def test_tuspy_chunked_upload_goes_through_every_instance_with_one_url(cluster: Cluster) -> None:
     from tusclient import client as tus_client
 
@@ -188,6 +198,7 @@ def test_location_follows_forwarded_host_and_proto(cluster: Cluster) -> None:
     assert response.headers["Location"].startswith("http://uploads.example.org/files/")
 
 
+@on_cluster_too
 def test_fifty_racing_patches_leave_exactly_one_body(cluster: Cluster) -> None:
     size = 4096
     url = create(cluster.url, size)
@@ -228,6 +239,7 @@ def test_held_upload_answers_423_never_404(cluster: Cluster) -> None:
 # -- lock exchange -----------------------------------------------------------------
 
 
+@on_cluster_too
 @pytest.mark.parametrize("holder", ["stalled", "live"])
 def test_lock_exchange_lets_a_resumed_client_in_within_two_seconds(cluster: Cluster, holder: str) -> None:
     data = os.urandom(1024 * 1024)
@@ -264,6 +276,7 @@ def test_lock_exchange_lets_a_resumed_client_in_within_two_seconds(cluster: Clus
 # -- faults ------------------------------------------------------------------------
 
 
+@on_cluster_too
 def test_killed_instance_mid_patch_resumes_elsewhere_from_the_last_commit(cluster: Cluster) -> None:
     data = os.urandom(2 * 1024 * 1024)
     url = create(cluster.url, len(data))
@@ -375,6 +388,7 @@ def test_hung_redis_answers_503_within_a_bounded_time(make_cluster) -> None:
 # -- expiration ----------------------------------------------------------------------
 
 
+@on_cluster_too
 def test_sweepers_on_three_instances_remove_each_expired_upload_once(make_cluster) -> None:
     cluster = make_cluster(expire_after=1, sweep_interval=0.2)
     urls = [create(cluster.url, 100) for _ in range(30)]
@@ -415,6 +429,7 @@ def test_a_holder_whose_lease_was_taken_commits_nothing(cluster: Cluster) -> Non
         client.close()
 
 
+@on_cluster_too
 def test_tus_js_client_parallel_uploads_through_three_instances(cluster: Cluster, tmp_path: Path) -> None:
     """tus-js-client's parallelUploads: 4 across the three instances (issue 3): parts written
     through different instances, the final upload assembled on whichever finished last."""

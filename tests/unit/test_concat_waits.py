@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import redis.exceptions
 
 from tusd_py.concat import Concatenator
 from tusd_py.config import Config
@@ -150,6 +151,28 @@ async def test_redis_adopts_finals_stored_before_waits_were_settled() -> None:
         assert await store.finals_ready("b") == ["waiting"]
     finally:
         await store.close()
+
+
+async def test_a_cluster_settle_left_owed_by_a_crash_is_paid_by_the_sweep(store: StateStore, tmp_path: Path) -> None:
+    """On a Redis Cluster the finals' waits are settled in their own slots after the part's (or the
+    final's) script, which records them as owed in the same atomic step: a crash in between loses nothing."""
+    if not isinstance(store, RedisStateStore) or not store.layout.clustered:
+        pytest.skip("the one-slot steps of a Redis Cluster")
+
+    async def crash(*args: object) -> None:
+        raise redis.exceptions.ConnectionError("the process died here")
+
+    paying = store._settle_waits_on, store._settle_parts
+    store._settle_waits_on, store._settle_parts = crash, crash  # type: ignore[method-assign]
+    concat, data, part_ids, assembled = await setup(store, tmp_path)  # the finals' own settles: owed
+    for part_id in part_ids:
+        await finish(store, data, part_id)  # the parts' settles: owed
+    store._settle_waits_on, store._settle_parts = paying  # type: ignore[method-assign]
+    await concat.reconcile()
+    assert sorted(upload.id for upload in assembled) == [f"final{j}" for j in range(FINALS)]
+    assert await store.ready_finals(100) == []
+    for shard in range(store.layout.shards):
+        assert await store.client.scard(store.layout.settle(shard)) == 0
 
 
 async def _ignore(upload: Upload) -> None:

@@ -121,3 +121,20 @@ def test_a_lease_lost_to_redis_tells_its_holder() -> None:
         await locker.close()
 
     run(main())
+
+
+def test_an_acquire_tried_again_after_a_lost_answer_gets_its_own_lock() -> None:
+    """The first try took the lock but its answer was lost (a failover); the retry, with the same
+    token, must get the lock, not wait for itself until the lease runs out."""
+
+    async def main() -> None:
+        state, locker = stores()
+        await state.create(Upload(id="b" * 32, length=10, offset=0))
+        key = locker.key("b" * 32)
+        await state.client.set(key, "my-token", px=8000)
+        record = await locker._acquire(keys=[key, state.key("b" * 32)], args=["my-token", 8000])
+        assert record is not None and dict(zip(record[::2], record[1::2]))["id"] == "b" * 32
+        assert await locker._acquire(keys=[key], args=["another-token", 8000]) is None  # anyone else: held
+        await state.close()
+
+    run(main())

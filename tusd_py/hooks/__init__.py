@@ -59,7 +59,9 @@ def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], met
         url = config.hooks_redis_url or config.redis_url
         if not url:
             raise ValueError("--hooks-redis-stream needs a Redis: set --redis-url or --hooks-redis-url")
-        transports.append(RedisStreamTransport.from_url(url, config.hooks_redis_stream, events=events))
+        transports.append(
+            RedisStreamTransport.from_url(url, config.hooks_redis_stream, events=events, shards=config.redis_shards)
+        )
     return Hooks(
         transports,
         timeout=config.hooks_timeout,

@@ -14,6 +14,11 @@ holder's `on_release_request` (the body reader stops, the bytes so far are
 committed, the lock is released). A release that was asked for publishes
 `released <id>` from the release script itself, which wakes the waiters at once;
 they also poll with backoff, as pub/sub messages can be lost when Redis restarts.
+On a Redis Cluster the channel is sharded too (`redis_keys.KeyLayout.lock_channel`: one
+per group of uploads, in the group's slot): SPUBLISH reaches only the master that owns
+the slot and its replicas instead of every node of the cluster, the release script can
+publish in its own slot, and each instance keeps one SSUBSCRIBE per group (redis-py's
+`ClusterPubSub`, which follows the channels when their slots move).
 
 Round trips: acquiring is one script that also reads the upload's state record
 (`preload`), so a PATCH costs acquire+read, commit, release: three.
@@ -26,29 +31,37 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Coroutine
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, LockTimeout, ReleaseRequest
-from tusd_py.redis_scripts import Scripts
+from tusd_py.redis_connect import RedisClient
+from tusd_py.redis_keys import KeyLayout
+from tusd_py.redis_scripts import ReplicasBehind, Scripts
 from tusd_py.state.base import StateUnavailable
 
 logger = logging.getLogger("tusd_py.locks")
 
 # KEYS: lock[, record to read]. ARGV: token, ttl ms. Returns false when held, else the record's fields.
+# Held with the caller's own token: an earlier try of this very hold took it and its answer was lost
+# (a connection broken in a failover, then retried): that is the caller's lock.
 _ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 if KEYS[2] then return redis.call('HGETALL', KEYS[2]) end
 return {}
 """
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-# ARGV: token, channel ('' = nobody asked, publish nothing), message.
+# ARGV: token, channel ('' = nobody asked, publish nothing), message, PUBLISH or SPUBLISH.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if ARGV[2] ~= '' then redis.call(ARGV[4], ARGV[2], ARGV[3]) end
 return 1
 """
 
@@ -56,6 +69,7 @@ ASK_AGAIN = 1.0  # seconds before a waiter repeats its release request (messages
 MAX_POLL = 0.5  # longest sleep between two tries of a waiter that hears nothing
 RENEW_RETRY = 0.5  # seconds before retrying a renewal that failed on a Redis error
 CLOSE_TRIES = 50  # cancellations of the subscription task at close, 0.1 s apart
+SHARDED_POLL = 0.05  # seconds a Cluster subscription waits on each master's connection in turn
 
 
 class RedisLease:
@@ -81,33 +95,43 @@ class RedisLocker:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str = "tusd-py:",
+        layout: KeyLayout | None = None,
         ttl: float = 8.0,
         margin: float = 2.0,
         preload: Callable[[str], str] | None = None,
         scripts: Scripts | None = None,
     ) -> None:
         """`preload(upload_id)` names a hash to read atomically with acquiring (the state record);
-        `scripts`: the state store's, so that both share one set of kept connections (its owner closes it)."""
+        `scripts`: the state store's, so that both share one set of kept connections (its owner closes it);
+        `layout`: the state store's key names (default: the one-Redis names under `prefix`)."""
         self.client = client
-        self.prefix = prefix
+        self.layout = layout or KeyLayout(prefix)
+        self.prefix = self.layout.prefix
         self.ttl = ttl
         self.margin = margin
         self.preload = preload
-        self.channel = f"{prefix}locks"
+        self._sharded = isinstance(client, RedisCluster)
+        self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
         self._own_scripts = scripts is None
         self._scripts = scripts or Scripts(client)
-        self._acquire = self._scripts.register(_ACQUIRE)
+        # Durable: under --redis-min-replicas the record it reads (HEAD's and PATCH's offset) is one
+        # the replicas have too, never a write a failing master took alone (it would be lost).
+        self._acquire = self._scripts.register(_ACQUIRE, durable=True)
         self._renew = self._scripts.register(_RENEW)
         self._release = self._scripts.register(_RELEASE)
         self._held: dict[str, RedisLease] = {}  # leases held in this instance
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # releases tried again (`_release_later`)
 
     def key(self, upload_id: str) -> str:
-        return f"{self.prefix}lock:{upload_id}"
+        return self.layout.lock(upload_id)
+
+    def channel(self, upload_id: str) -> str:
+        return self.layout.lock_channel(self.layout.shard_of(upload_id))
 
     @asynccontextmanager
     async def hold(
@@ -124,7 +148,11 @@ class RedisLocker:
         try:
             while True:
                 sent = time.monotonic()
-                record = await self._acquire(keys=keys, args=[token, ttl_ms])
+                try:
+                    record = await self._acquire(keys=keys, args=[token, ttl_ms])
+                except ReplicasBehind:  # taken, but not on the replicas in time: let it go again
+                    await self._let_go(upload_id, key, [token, "", "", self._publish])
+                    raise
                 if record is not None:
                     break
                 now = loop.time()
@@ -150,20 +178,39 @@ class RedisLocker:
             lease.renewer.cancel()
             if self._held.get(upload_id) is lease:
                 del self._held[upload_id]
-            try:
-                await self._release(
-                    keys=[key], args=[token, self.channel if lease.asked else "", f"released {upload_id}"]
-                )
-            except RedisError:
-                logger.warning("could not release the lock of %s; it expires by itself", upload_id)
+            args = [token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
+            await self._let_go(upload_id, key, args)
             self._wake(upload_id)
+
+    async def _let_go(self, upload_id: str, key: str, args: list[str]) -> None:
+        try:
+            await self._release(keys=[key], args=args)
+        except RedisError:
+            logger.warning("could not release the lock of %s; trying again until its lease runs out", upload_id)
+            self._spawn(self._release_later(key, args, time.monotonic() + self.ttl))
+
+    async def _release_later(self, key: str, args: list[str], until: float) -> None:
+        """A release that failed (Redis away, a failover) is tried again, so the next request need
+        not wait out the whole lease once Redis is back; the token check keeps it harmless."""
+        while time.monotonic() < until:
+            await asyncio.sleep(RENEW_RETRY)
+            try:
+                await self._release(keys=[key], args=args)
+                return
+            except RedisError:
+                continue
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _ask_release(self, upload_id: str) -> None:
         local = self._held.get(upload_id)
         if local is not None:
             local.ask_release()
         else:
-            await self.client.publish(self.channel, f"release {upload_id}")
+            await self.client.execute_command(self._publish, self.channel(upload_id), f"release {upload_id}")
 
     async def _wait_released(self, upload_id: str, timeout: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -199,14 +246,18 @@ class RedisLocker:
     async def _subscription(self) -> None:
         """One subscription per instance for the whole lifetime; it comes back after Redis does."""
         delay = 0.1
+        channels = [self.layout.lock_channel(shard) for shard in range(self.layout.shards)]
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                if isinstance(pubsub, ClusterPubSub):
+                    await pubsub.ssubscribe(*channels)
+                else:
+                    await pubsub.subscribe(*channels)
                 delay = 0.1
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message["type"] == "message":
+                    message = await self._next_message(pubsub)
+                    if message is not None and message["type"] in ("message", "smessage"):
                         data = message["data"]
                         self._on_message(data.decode() if isinstance(data, bytes) else data)
             except (RedisError, OSError) as exc:
@@ -218,6 +269,16 @@ class RedisLocker:
                     pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    async def _next_message(pubsub: PubSub) -> dict[str, Any] | None:
+        if isinstance(pubsub, ClusterPubSub):
+            # redis-py reads the masters' connections in turn, waiting `timeout` on each: a short
+            # wait keeps a message's delay under SHARDED_POLL x masters (1 s each made it 2 s on 3).
+            message: dict[str, Any] | None = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=SHARDED_POLL)
+            return message
+        plain: dict[str, Any] | None = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        return plain
 
     def _start_keeping(self, lease: RedisLease, ttl_ms: int) -> None:
         lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
@@ -244,6 +305,8 @@ class RedisLocker:
                 pause = RENEW_RETRY
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._own_scripts:
             await self._scripts.close()
         if self._listener is not None:

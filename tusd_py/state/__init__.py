@@ -14,7 +14,13 @@ def open_state_store(config: Config) -> tuple[StateStore, Locker]:
     if config.redis_url:
         from tusd_py.state.redis import RedisStateStore
 
-        store = RedisStateStore.from_url(config.redis_url, prefix=config.redis_prefix, timeout=config.redis_timeout)
+        store = RedisStateStore.from_url(
+            config.redis_url,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout,
+            min_replicas=config.redis_min_replicas,
+            shards=config.redis_shards,
+        )
         return store, store.locker()
     from tusd_py.locks.memory import MemoryLocker
     from tusd_py.state.local import LocalStateStore
