@@ -253,14 +253,22 @@ def test_a_part_uploaded_again_after_a_lost_commit_replaces_the_first(s3: S3Serv
     length = PART + 100
     first, second = data(length, seed=5), data(length, seed=6)
 
-    async def body(store: S3Store) -> None:
-        await store.create("again1", length)
-        await write(store, "again1", 0, first[:PART], MiB, length)  # committed offset stays 0 (lost)
-        await write(store, "again1", 0, second, MiB, length)
-        await store.finish("again1", length)
-        assert await read_all(store, "again1", 0, length) == second
+    async def body(a: S3Store, b: S3Store, c: S3Store) -> None:
+        # the same instance sends part 1 twice in one second: the copy it sent last wins
+        await a.create("again1", length)
+        await write(a, "again1", 0, first[:PART], MiB, length)  # committed offset stays 0 (lost)
+        await write(a, "again1", 0, second, MiB, length)
+        await a.finish("again1", length)
+        assert await read_all(a, "again1", 0, length) == second
+        # another instance sends it again later: an instance that sent neither finds the newest
+        await a.create("again2", length)
+        await write(a, "again2", 0, first[:PART], MiB, length)
+        await asyncio.sleep(1.1)  # SeaweedFS's LastModified has whole seconds
+        await write(b, "again2", 0, second, MiB, length)
+        await c.finish("again2", length)
+        assert await read_all(c, "again2", 0, length) == second
 
-    run(options(s3), body)
+    run(options(s3), body, stores=3)
 
 
 def test_bucket_check(s3: S3Server) -> None:

@@ -72,5 +72,6 @@ async def _stream(store: S3Store, final: Handle, parts: list[tuple[str, int]]) -
             if writer.error is not None:
                 break
     written = await writer.finish()
+    store.sent(final.upload_id, writer.etags)
     if writer.error is not None or written != total:
         raise StorageUnavailable(f"final upload {final.upload_id}: {written} of {total} bytes assembled ({writer.error})")

@@ -41,6 +41,7 @@ class S3Store:
         self._bucket: Bucket | None = None
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
         self._handles: collections.OrderedDict[str, Handle] = collections.OrderedDict()
+        self._sent: dict[str, dict[int, str]] = {}  # upload id -> ETags of the parts this process sent last
         self._writable = True
 
     # -- lifecycle -----------------------------------------------------------
@@ -100,7 +101,12 @@ class S3Store:
         self._handles[handle.upload_id] = handle
         self._handles.move_to_end(handle.upload_id)
         while len(self._handles) > _HANDLES_KEPT:
-            self._handles.popitem(last=False)
+            self._sent.pop(self._handles.popitem(last=False)[0], None)
+
+    def sent(self, upload_id: str, etags: dict[int, str]) -> None:
+        """Parts a writer of this process uploaded: at completion they win over older copies."""
+        if etags and upload_id in self._handles:
+            self._sent.setdefault(upload_id, {}).update(etags)
 
     # -- the DataStore protocol ----------------------------------------------
 
@@ -167,7 +173,7 @@ class S3Store:
             if await self.bucket.size(handle.key) == length:
                 return
             raise
-        etags = _choose(listed, length, size)
+        etags = _choose(listed, length, size, self._sent.get(upload_id, {}))
         last = count
         if last not in etags:
             etags[last] = await self._last_part(handle, last, length)
@@ -199,6 +205,7 @@ class S3Store:
             keys.insert(0, handle.key)
         await asyncio.gather(*(self._guard(self.bucket.delete(key)) for key in keys))
         self._handles.pop(upload_id, None)
+        self._sent.pop(upload_id, None)
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
         """The final upload's object := the parts' bytes in order (see `concat`)."""
@@ -229,11 +236,15 @@ class S3Store:
         return result
 
 
-def _choose(listed: list[Part], length: int, size: int) -> dict[int, str]:
+def _choose(listed: list[Part], length: int, size: int, sent: dict[int, str]) -> dict[int, str]:
     """The ETag of each part that has the size its number requires.
 
-    Where a part was uploaded twice (a crash lost the first upload's commit) and
-    the service lists both (SeaweedFS does), the newest one of the right size wins.
+    Where a part was uploaded twice (a crash or a lost lease lost the first
+    upload's commit) and the service lists both (SeaweedFS does, in no useful
+    order, with LastModified in whole seconds), the copy this process sent last
+    wins, else the newest. Two copies sent by two instances within one second
+    stay ambiguous; a resuming client sends the same bytes again, so both hold
+    the same data but for a client that changes the file under an upload.
     """
     best: dict[int, Part] = {}
     for part in listed:
@@ -241,7 +252,9 @@ def _choose(listed: list[Part], length: int, size: int) -> dict[int, str]:
         if part.size != expected:
             continue
         current = best.get(part.number)
-        if current is None or part.modified >= current.modified:
+        if sent.get(part.number) == part.etag or (
+            current is None or (sent.get(part.number) != current.etag and part.modified > current.modified)
+        ):
             best[part.number] = part
     return {number: part.etag for number, part in best.items()}
 
@@ -289,4 +302,5 @@ class AdapterWriter:
     async def finish(self, *, verified: bool = True) -> int:
         if self._inner is not None:
             self.written = await self._inner.finish(verified=verified)
+            self.store.sent(self.upload_id, self._inner.etags)
         return self.written
