@@ -71,6 +71,9 @@ class FaultProxy:
                     upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
                     response = upstream.getresponse()
                     payload = response.read()
+                except OSError:  # the upstream is gone (stopped after a test gave up waiting): hang up
+                    self.close_connection = True
+                    return
                 finally:
                     upstream.close()
                 self.send_response(response.status)

@@ -238,7 +238,7 @@ class S3Server:
             **ports, "master.telemetry": "false", "admin.ui": "false", "webdav": "false",
             "s3.port.iceberg": 0, "s3.port.lance": 0, "s3.config": self.directory / "s3.json",
             "filer.localSocket": self.directory / "filer.sock", "s3.localSocket": self.directory / "s3.sock",
-            "bucket": self.bucket, "master.volumeSizeLimitMB": 64,
+            "bucket": self.bucket, "master.volumeSizeLimitMB": 64, "volume.preStopSeconds": 0,
         }
         return [weed_binary(), "mini", *(f"-{name}={value}" for name, value in flags.items())]
 

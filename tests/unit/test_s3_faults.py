@@ -7,11 +7,14 @@ durable, and every failure surfaces as `StorageUnavailable` in bounded time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.s3faults import FaultProxy
 from tests.support import S3_CREDENTIALS, free_port
@@ -56,10 +59,8 @@ def run(endpoint: str, body: Callable[[S3Store], Awaitable[Any]], **overrides: A
 
     async def main() -> Any:
         async with S3Store(S3Options(**settings)) as store:
-            try:
+            with contextlib.suppress(ClientError):  # there already
                 await store.bucket.client.create_bucket(Bucket="faults")
-            except Exception:  # there already
-                pass
             return await body(store)
     return asyncio.run(main())
 

@@ -7,7 +7,13 @@ import pytest
 from tusd_py.storage.s3 import UploadTooLarge, part_size
 from tusd_py.storage.s3.concat import copy_ranges
 from tusd_py.storage.s3.keys import check_key, safe_metadata
-from tusd_py.storage.s3.partsize import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, part_count
+from tusd_py.storage.s3.partsize import (
+    MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    part_count,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

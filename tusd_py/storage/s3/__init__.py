@@ -39,7 +39,12 @@ for it to be served -- today's protocol falls short in exactly these points:
 """
 
 from tusd_py.storage.s3.bucket import Handle, Pending
-from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadNotFound, UploadTooLarge
+from tusd_py.storage.s3.errors import (
+    S3StoreError,
+    StorageUnavailable,
+    UploadNotFound,
+    UploadTooLarge,
+)
 from tusd_py.storage.s3.options import S3Options
 from tusd_py.storage.s3.partsize import part_size
 from tusd_py.storage.s3.store import S3Store

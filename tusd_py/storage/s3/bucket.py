@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
-from tusd_py.storage.s3.errors import UploadNotFound, is_not_found, mapped
+from tusd_py.storage.s3.errors import UploadNotFound, mapped
 from tusd_py.storage.s3.keys import incomplete_key, info_key
 
 READ_SIZE = 1024 * 1024
@@ -51,6 +52,7 @@ class Pending:
     key: str
     multipart_id: str
     initiated: datetime.datetime
+    upload_id: str | None = None  # whose it is, where the store can tell (`S3Store.orphans`)
 
 
 class Bucket:
@@ -185,6 +187,17 @@ class Bucket:
         with mapped(f"delete {key}"):
             await self.client.delete_object(Bucket=self.name, Key=key)
 
+    async def get_small(self, key: str) -> bytes | None:
+        """A small object whole (a record or a marker), None if there is none."""
+        try:
+            with mapped(f"read {key}"):
+                response = await self.client.get_object(Bucket=self.name, Key=key)
+                async with response["Body"] as body:
+                    data: bytes = await body.read()
+        except UploadNotFound:
+            return None
+        return data
+
     async def put(self, key: str, data: bytes) -> None:
         with mapped(f"write {key}"):
             await self.client.put_object(Bucket=self.name, Key=key, Body=data)
@@ -211,7 +224,3 @@ class Bucket:
                 yield chunk
         finally:
             body.close()
-
-
-def not_found(error: BaseException) -> bool:
-    return isinstance(error, UploadNotFound) or is_not_found(error)

@@ -14,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from tusd_py.storage.s3.errors import StorageUnavailable
-from tusd_py.storage.s3.partsize import MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE
+from tusd_py.storage.s3.partsize import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 
 if TYPE_CHECKING:
     from tusd_py.storage.s3.bucket import Handle
@@ -72,6 +72,5 @@ async def _stream(store: S3Store, final: Handle, parts: list[tuple[str, int]]) -
             if writer.error is not None:
                 break
     written = await writer.finish()
-    store.sent(final.upload_id, writer.etags)
     if writer.error is not None or written != total:
         raise StorageUnavailable(f"final upload {final.upload_id}: {written} of {total} bytes assembled ({writer.error})")

@@ -8,9 +8,8 @@ credentials: nothing the client can fix), `UploadNotFound` a 404 and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -64,5 +63,5 @@ def mapped(what: str) -> Iterator[None]:
         if code in _TOO_LARGE:
             raise UploadTooLarge(f"{what}: {code}") from error
         raise StorageUnavailable(f"{what}: S3 answered {code or 'an error'}") from error
-    except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+    except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
         raise StorageUnavailable(f"{what}: {type(error).__name__}: {error}") from error

@@ -6,12 +6,15 @@ An upload has up to four things in the bucket, all under the configured prefix:
 - `prefix + ".tusd/<id>.info"`: a small JSON record (object key, multipart
   upload id, part size), so any instance can find the rest from the upload id;
 - `prefix + ".tusd/<id>.part"`: the incomplete part, the durable tail that did
-  not fill a part yet (tusd's `.part` object), prepended to the next part.
+  not fill a part yet (tusd's `.part` object), prepended to the next part;
+- for a key the hook chose, `prefix + ".tusd/mpu/<hash of the multipart id>"`
+  holding the upload id, so the sweeper can tell whose a multipart upload is.
 Keys a hook chooses must stay inside the prefix and out of ".tusd/".
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 INTERNAL = ".tusd/"
@@ -44,6 +47,16 @@ def info_key(prefix: str, upload_id: str) -> str:
 
 def incomplete_key(prefix: str, upload_id: str) -> str:
     return f"{prefix}{INTERNAL}{check_id(upload_id)}.part"
+
+
+def owner_key(prefix: str, multipart_id: str) -> str:
+    return f"{prefix}{INTERNAL}mpu/{hashlib.sha256(multipart_id.encode()).hexdigest()[:40]}"
+
+
+def default_owner(prefix: str, key: str) -> str | None:
+    """The upload id a key of the default form (prefix + id) names, if it is of that form."""
+    rest = key[len(prefix):] if key.startswith(prefix) else ""
+    return rest if _ID.fullmatch(rest) else None
 
 
 _UNSAFE_META = re.compile(r"[^\x20-\x7E]")

@@ -13,16 +13,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import secrets
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from tusd_py.checksum import Hasher
 from tusd_py.storage.s3 import concat
 from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending
 from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadNotFound
-from tusd_py.storage.s3.keys import INTERNAL, check_id, check_key, incomplete_key, info_key, safe_metadata
+from tusd_py.storage.s3.keys import (
+    INTERNAL,
+    check_id,
+    check_key,
+    default_owner,
+    incomplete_key,
+    info_key,
+    owner_key,
+    safe_metadata,
+)
 from tusd_py.storage.s3.options import S3Options, create_client
 from tusd_py.storage.s3.partsize import part_count, part_size
 from tusd_py.storage.s3.writer import S3Writer
@@ -73,6 +84,7 @@ class S3Store:
         """HeadBucket, then write and delete a probe object; StorageUnavailable says why not."""
         where = f"bucket {self.options.bucket!r}" + (f" at {self.options.endpoint_url}" if self.options.endpoint_url else "")
         probe = f"{self.prefix}{INTERNAL}probe-{secrets.token_hex(8)}"
+        self._writable = False
         try:
             await self.bucket.head_bucket()
         except S3StoreError as error:
@@ -82,6 +94,7 @@ class S3Store:
             await self.bucket.delete(probe)
         except S3StoreError as error:
             raise StorageUnavailable(f"cannot write to {where} under {self.prefix!r}: {error} (check the bucket policy)") from error
+        self._writable = True
 
     def writable(self) -> bool:
         """Whether the last S3 calls went through (for readiness checks)."""
@@ -102,11 +115,6 @@ class S3Store:
         self._handles.move_to_end(handle.upload_id)
         while len(self._handles) > _HANDLES_KEPT:
             self._sent.pop(self._handles.popitem(last=False)[0], None)
-
-    def sent(self, upload_id: str, etags: dict[int, str]) -> None:
-        """Parts a writer of this process uploaded: at completion they win over older copies."""
-        if etags and upload_id in self._handles:
-            self._sent.setdefault(upload_id, {}).update(etags)
 
     # -- the DataStore protocol ----------------------------------------------
 
@@ -135,6 +143,8 @@ class S3Store:
         handle = Handle(upload_id, object_key, multipart_id, size)
         try:
             await self._guard(self.bucket.put_info(handle))
+            if key is not None:
+                await self._guard(self.bucket.put(owner_key(self.prefix, multipart_id), upload_id.encode()))
         except S3StoreError:
             await self.bucket.abort(object_key, multipart_id)
             raise
@@ -149,6 +159,7 @@ class S3Store:
         return S3Writer(
             self.bucket, handle, offset, length=length, hasher=hasher, hold=hold,
             concurrency=self.options.concurrency, in_flight=self._in_flight, temp_dir=self.options.temp_dir,
+            etags=self._sent.setdefault(handle.upload_id, {}),  # at completion, what this process sent wins
         )
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
@@ -202,7 +213,7 @@ class S3Store:
         keys = [info_key(self.prefix, upload_id), incomplete_key(self.prefix, upload_id)]
         if handle is not None:
             await self.bucket.abort(handle.key, handle.multipart_id)
-            keys.insert(0, handle.key)
+            keys += [handle.key, owner_key(self.prefix, handle.multipart_id)]
         await asyncio.gather(*(self._guard(self.bucket.delete(key)) for key in keys))
         self._handles.pop(upload_id, None)
         self._sent.pop(upload_id, None)
@@ -214,16 +225,27 @@ class S3Store:
     # -- the sweeper ---------------------------------------------------------
 
     async def orphans(self, older_than: datetime.timedelta) -> list[Pending]:
-        """Multipart uploads under the prefix started more than `older_than` ago.
+        """Multipart uploads under the prefix started more than `older_than` ago, with their upload id.
 
-        Uploads the engine still knows are among them while they are unfinished:
-        the sweeper aborts only those whose upload is gone or expired.
+        Unfinished uploads the state still knows are among them (a long upload
+        outlives its creation time): the sweeper aborts only those whose
+        `upload_id` is None or no longer in the state.
         """
-        cutoff = datetime.datetime.now(datetime.timezone.utc) - older_than
-        return [pending async for pending in self.bucket.pending() if pending.initiated < cutoff]
+        cutoff = datetime.datetime.now(datetime.UTC) - older_than
+        found = []
+        async for pending in self.bucket.pending():
+            if pending.initiated < cutoff:
+                marker = await self.bucket.get_small(owner_key(self.prefix, pending.multipart_id))
+                owner = marker.decode() if marker is not None else default_owner(self.prefix, pending.key)
+                found.append(dataclasses.replace(pending, upload_id=owner))
+        return found
 
     async def abort_orphan(self, pending: Pending) -> None:
+        """Abort a multipart upload left behind, and delete the upload's objects if it is known."""
+        if pending.upload_id is not None:
+            await self.delete(pending.upload_id)
         await self.bucket.abort(pending.key, pending.multipart_id)
+        await self.bucket.delete(owner_key(self.prefix, pending.multipart_id))
 
     async def _guard(self, call: Any) -> Any:
         """Await an S3 call, keeping `writable()` up to date."""
@@ -302,5 +324,4 @@ class AdapterWriter:
     async def finish(self, *, verified: bool = True) -> int:
         if self._inner is not None:
             self.written = await self._inner.finish(verified=verified)
-            self.store.sent(self.upload_id, self._inner.etags)
         return self.written

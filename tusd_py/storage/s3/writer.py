@@ -50,6 +50,7 @@ class S3Writer:
         concurrency: int,
         in_flight: asyncio.Semaphore,
         temp_dir: str | None = None,
+        etags: dict[int, str] | None = None,
     ) -> None:
         self.bucket = bucket
         self.handle = handle
@@ -73,7 +74,7 @@ class S3Writer:
         self._held: list[tuple[int, IO[bytes], int]] = []  # (number, file, end) of parts awaiting the checksum
         self._temp_dir = temp_dir
         self._error: S3StoreError | None = None
-        self.etags: dict[int, str] = {}
+        self.etags = {} if etags is None else etags  # part number -> ETag of each part sent (shared with the store)
 
     @property
     def error(self) -> OSError | None:
