@@ -133,7 +133,8 @@ def test_small_bodies_under_the_part_minimum_alternating_instances(s3: S3Server)
 def test_the_server_enforces_the_5_mib_minimum(s3: S3Server) -> None:
     """The fixture is a realistic S3: a small part that is not the last fails the completion."""
     async def body(store: S3Store) -> None:
-        handle = await store.create("small1", 2 * MiB)
+        await store.create("small1", 2 * MiB)
+        handle = await store.handle("small1")
         etags = [(1, await store.bucket.upload_part(handle, 1, b"x" * MiB)), (2, await store.bucket.upload_part(handle, 2, b"y"))]
         with pytest.raises(StorageUnavailable, match="EntityTooSmall"):
             await store.bucket.complete(handle, etags)
@@ -146,7 +147,8 @@ def test_deferred_length_finishes_from_the_incomplete_part(s3: S3Server) -> None
     payload = data(length, seed=2)
 
     async def body(store: S3Store) -> None:
-        handle = await store.create("deferred1", None, max_size=100 * MiB)
+        await store.create("deferred1", None, max_size=100 * MiB)
+        handle = await store.handle("deferred1")
         assert handle.part_size == PART
         assert await write(store, "deferred1", 0, payload, 256 * 1024, None) == length
         await store.finish("deferred1", length)
@@ -253,7 +255,8 @@ def test_checksum_mismatch_leaves_nothing_and_a_match_commits(s3: S3Server) -> N
     payload = data(PART + 2 * MiB, seed=4)
 
     async def body(store: S3Store) -> None:
-        handle = await store.create("sum1", 4 * PART)
+        await store.create("sum1", 4 * PART)
+        handle = await store.handle("sum1")
         writer = store.writer("sum1", 0, hashlib.sha256(), length=4 * PART)
         for start in range(0, len(payload), MiB):
             await writer.write(payload[start:start + MiB])

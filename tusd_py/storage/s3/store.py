@@ -18,7 +18,7 @@ import datetime
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tusd_py.checksum import Hasher
 from tusd_py.storage.s3 import concat
@@ -127,7 +127,7 @@ class S3Store:
         key: str | None = None,
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
-    ) -> Handle:
+    ) -> None:
         """Start the upload's multipart upload and write its record.
 
         The part size comes from `length`, else `max_size` (a deferred length), else
@@ -149,7 +149,6 @@ class S3Store:
             await self.bucket.abort(object_key, multipart_id)
             raise
         self._remember(handle)
-        return handle
 
     def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None, *, length: int | None = None) -> AdapterWriter:
         """A writer from `offset` on. With `hasher`, bytes are held until `finish(verified=)`."""
@@ -241,7 +240,7 @@ class S3Store:
         return found
 
     async def abort_orphan(self, pending: Pending) -> None:
-        """Abort a multipart upload left behind, and delete the upload's objects if it is known."""
+        """Abort a multipart upload left behind; with its `upload_id` (gone from the state), delete its objects too."""
         if pending.upload_id is not None:
             await self.delete(pending.upload_id)
         await self.bucket.abort(pending.key, pending.multipart_id)
@@ -325,3 +324,10 @@ class AdapterWriter:
         if self._inner is not None:
             self.written = await self._inner.finish(verified=verified)
         return self.written
+
+
+if TYPE_CHECKING:  # the adapter fits today's protocol (mypy checks this line)
+    from tusd_py.storage.base import DataStore, Writer
+
+    _store: DataStore = S3Store(S3Options(bucket="-"))
+    _writer: Writer = _store.writer("-", 0)
