@@ -2,20 +2,22 @@
 
     .venv/bin/python bench/s3_ceiling.py                 # 512 MiB single object, then 8 parallel 64 MiB
     .venv/bin/python bench/s3_ceiling.py --part-mib 16 --concurrency 8 --verify
-    .venv/bin/python bench/s3_ceiling.py --store         # the same through tusd-py's S3 store, beside it
+    .venv/bin/python bench/s3_ceiling.py --modes raw,store   # the same through tusd-py's S3 store, beside it
 
 What tusd-py's S3 store is measured against (issue 15: >= 0.75x of this): the
 same client library, part size and parts in flight, with no tus, no HTTP server
 and no incomplete-part bookkeeping in between. Bodies come from one random
 part-sized buffer sent again and again, so generating them costs nothing.
 SeaweedFS (`weed mini`, tests/support.S3Server) runs on this machine and takes
-most of the CPU, so the figures are for this machine only. Prints MB/s, the
+most of the CPU, so the figures are for this machine only. Both modes run with
+the glibc allocator settings tusd-py's server applies to itself (`allocator.tune`). Prints MB/s, the
 client's peak RSS and weed's; asserts nothing about speed.
 
-`--store` also runs each workload through `tusd_py.storage.s3.S3Store` (its
+`--modes raw,store` also runs each workload through `tusd_py.storage.s3.S3Store` (its
 writer fed 64 KiB chunks, as a request body arrives), in-process, with no HTTP
 server: the store's own overhead over the ceiling, before any tus handling.
-The two modes alternate, raw first.
+The modes alternate in the order given. Peak RSS is of this whole process:
+run one mode at a time to see one mode's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import S3_CREDENTIALS, S3Server  # noqa: E402
+from tusd_py import allocator  # noqa: E402
 from tusd_py.storage.s3 import S3Store  # noqa: E402
 from tusd_py.storage.s3.options import S3Options, create_client  # noqa: E402
 
@@ -117,18 +120,20 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--parallel-mib", type=int, default=64)
     parser.add_argument("--verify", action="store_true", help="read every object back and compare its sha256")
-    parser.add_argument("--store", action="store_true", help="also through tusd-py's S3 store (in-process)")
+    parser.add_argument("--modes", default="raw", help="raw (plain aiobotocore), store (tusd-py's S3 store), or both: raw,store")
+    parser.add_argument("--max-in-flight", type=int, default=8, help="the store's parts in flight in all (store mode)")
     args = parser.parse_args()
     os.environ.update(S3_CREDENTIALS)
+    allocator.tune()  # the glibc settings the server runs with: parts are mmap'ed and given back when freed
     block = os.urandom(args.part_mib * MiB)
     with tempfile.TemporaryDirectory(prefix="s3-ceiling-") as directory:
         server = S3Server(Path(directory)).start()
         try:
             options = S3Options(bucket=server.bucket, endpoint_url=server.endpoint, region="us-east-1", path_style=True,
-                                part_size=args.part_mib * MiB, concurrency=args.concurrency, max_in_flight=4 * args.parallel)
+                                part_size=args.part_mib * MiB, concurrency=args.concurrency, max_in_flight=args.max_in_flight)
             runs = [("single", 1, args.single_mib * MiB), ("parallel", args.parallel, args.parallel_mib * MiB)]
             for name, count, size in runs:
-                for mode in ("raw", "store") if args.store else ("raw",):
+                for mode in args.modes.split(","):
                     rate = asyncio.run(workload(options, mode, name, count, size, block, args.verify))
                     print(f"{mode:5s} {name:8s} {count} x {size // MiB} MiB: {rate:7.1f} MB/s", flush=True)
             assert server.proc is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -55,6 +56,45 @@ class Pending:
     upload_id: str | None = None  # whose it is, where the store can tell (`S3Store.orphans`)
 
 
+class PartBody(io.RawIOBase):
+    """A part's bytes as a seekable stream, so the HTTP client sends them without a copy.
+
+    Given `bytes`, aiohttp hands the whole part to the transport, which keeps a
+    copy of what the socket did not take at once (most of it); given a BytesIO,
+    aiohttp exports its buffer, which copies it too. Read in pieces, a part in
+    flight costs its own size once. Seekable, so botocore can hash it for SigV4
+    and rewind it for a retry.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, min(base + offset, len(self._view)))
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self._view[self._position:self._position + len(buffer)]
+        buffer[:len(piece)] = piece
+        self._position += len(piece)
+        return len(piece)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
 class Bucket:
     def __init__(self, client: Any, bucket: str, prefix: str) -> None:
         self.client = client
@@ -84,7 +124,7 @@ class Bucket:
     async def upload_part(self, handle: Handle, number: int, data: bytes) -> str:
         with mapped(f"upload part {number} of {handle.upload_id}"):
             response = await self.client.upload_part(
-                Bucket=self.name, Key=handle.key, UploadId=handle.multipart_id, PartNumber=number, Body=data
+                Bucket=self.name, Key=handle.key, UploadId=handle.multipart_id, PartNumber=number, Body=PartBody(data)
             )
         return str(response["ETag"])
 

@@ -9,6 +9,9 @@ Defaults, and why:
   memory per upload (plus `max_in_flight` store-wide) keeps the server's RSS
   flat and small, large enough that a 512 MiB body takes 64 requests.
   `part_size()` grows it for uploads over 10,000 parts.
+- memory: at most (uploads being written + `max_in_flight`) x the part size
+  of body bytes; 8 in flight keep 8 parallel uploads near 130 MiB of parts,
+  and in bench/s3_ceiling.py more in flight did not make SeaweedFS faster.
 - `request_checksums` off: botocore >= 1.36 sends CRC32 trailers on every
   upload by default, which many S3-compatible services reject (R2, B2, older
   Ceph and MinIO: "XAmzContentSHA256Mismatch", "NotImplemented") and which
@@ -40,7 +43,7 @@ class S3Options:
     path_style: bool = False  # https://host/bucket/key instead of https://bucket.host/key
     request_checksums: bool = False  # botocore's default CRC32 checksums; see above
     concurrency: int = 4  # part uploads in flight per upload
-    max_in_flight: int = 16  # part uploads in flight in the whole store (each holds a part in memory)
+    max_in_flight: int = 8  # part uploads in flight in the whole store (each holds a part in memory)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     attempts: int = 3  # per S3 call, with backoff

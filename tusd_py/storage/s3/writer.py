@@ -7,7 +7,7 @@ most one part, and prepended). Each part that fills is handed to an upload task
 and the next one is read meanwhile: at most `concurrency` of this writer's and
 `max_in_flight` of the whole store's parts are in flight, each one part in
 memory, so memory per upload is bounded by (1 + concurrency) parts whatever the
-body's size. A failed part is retried by botocore's backoff; if it still fails,
+body's size (`bucket.PartBody` keeps the HTTP client from copying a part). A failed part is retried by botocore's backoff; if it still fails,
 writing stops and `finish` reports what is durable.
 
 `written` (the durable offset) moves only over parts S3 has acknowledged, in
