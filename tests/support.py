@@ -278,18 +278,28 @@ class S3Server:
         self.stop()
         raise TimeoutError(f"SeaweedFS S3 not ready after {timeout}s:\n{self.log()[-2000:]}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """`sig` to the process group led by the PID we started, then SIGKILL after `timeout`.
+
+        SeaweedFS stops in about a second, but now and then waits much longer for
+        something after a restart; its data is a test's and need not be kept.
+        """
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)  # the group led by the PID we started
+            os.killpg(self.proc.pid, sig)
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def restart(self) -> S3Server:
+        """Stop and start again on the same S3 port and data directory (the bucket's objects stay)."""
+        self.stop()
+        return self.start()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
@@ -295,6 +296,83 @@ def test_a_part_uploaded_again_after_a_lost_commit_replaces_the_first(s3: S3Serv
         assert await read_all(c, "again2", 0, length) == second
 
     run(options(s3), body, stores=3)
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import asyncio, os, signal, sys
+    from tusd_py.storage.s3 import S3Options, S3Store
+    async def main(endpoint, bucket, prefix, part, length):
+        opts = S3Options(bucket=bucket, endpoint_url=endpoint, region="us-east-1", prefix=prefix, part_size=part, path_style=True)
+        async with S3Store(opts) as store:
+            writer = store.writer("killed1", 0, length=length)
+            data = sys.stdin.buffer.read()
+            for start in range(0, len(data), 65536):
+                await writer.write(data[start:start + 65536])
+            while await writer.checkpoint() < part:  # part 1 acknowledged; the rest only in memory
+                await asyncio.sleep(0.01)
+            print(await writer.checkpoint(), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+""")
+
+
+def test_an_instance_killed_mid_part_loses_only_what_never_reached_s3(s3: S3Server) -> None:
+    length = 2 * PART + 3 * MiB
+    payload = data(length, seed=8)
+    opts = options(s3)
+
+    async def create(store: S3Store) -> None:
+        await store.create("killed1", length)
+
+    run(opts, create)
+    env = {**os.environ, **S3_CREDENTIALS, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", KILLED_WRITER, s3.endpoint, s3.bucket, opts.prefix, str(PART), str(length)]
+    done = subprocess.run(args, input=payload[:PART + 3 * MiB], capture_output=True, env=env, timeout=60, check=False)
+    assert done.returncode == -9, done.stderr
+    committed = int(done.stdout)
+    assert committed == PART  # what the engine would have committed from checkpoint()
+
+    async def resume(store: S3Store) -> None:
+        assert await write(store, "killed1", committed, payload[committed:], MiB, length) == length
+        await store.finish("killed1", length)
+        assert await read_all(store, "killed1", 0, length) == payload
+
+    run(opts, resume)
+
+
+def test_s3_stopped_mid_upload_reports_what_is_durable_and_resumes_after_restart(tmp_path: Path) -> None:
+    server = S3Server(tmp_path / "restarted").start()
+    try:
+        length = 3 * PART
+        payload = data(length, seed=9)
+        opts = options(server, connect_timeout=0.5, read_timeout=2.0, attempts=2)
+
+        async def before(store: S3Store) -> int:
+            await store.create("restart1", length)
+            writer = store.writer("restart1", 0, length=length)
+            for start in range(0, PART + MiB, MiB):
+                await writer.write(payload[start:start + MiB])
+            while await writer.checkpoint() < PART:
+                await asyncio.sleep(0.01)
+            server.stop(signal.SIGKILL)  # S3 dies with a part and a tail in the writer's hands
+            for start in range(PART + MiB, 2 * PART + MiB, MiB):
+                await writer.write(payload[start:start + MiB])
+            written = await writer.finish()
+            assert isinstance(writer.error, StorageUnavailable)
+            return written
+
+        committed = run(opts, before)
+        assert committed == PART
+        server.start()
+
+        async def after(store: S3Store) -> None:
+            assert await write(store, "restart1", committed, payload[committed:], MiB, length) == length
+            await store.finish("restart1", length)
+            assert await read_all(store, "restart1", 0, length) == payload
+
+        run(opts, after)
+    finally:
+        server.stop(signal.SIGKILL)  # after a kill -9, a graceful stop now and then waits for seconds
 
 
 def test_bucket_check(s3: S3Server) -> None:
