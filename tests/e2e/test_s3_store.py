@@ -28,6 +28,8 @@ from tusd_py.storage.s3.keys import incomplete_key
 MiB = 1024 * 1024
 PART = 5 * MiB
 
+pytestmark = pytest.mark.usefixtures("s3_credentials")
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
@@ -36,12 +38,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in S3_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
 
 
 def options(s3: S3Server, **overrides: Any) -> S3Options:

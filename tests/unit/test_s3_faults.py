@@ -17,11 +17,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.s3faults import FaultProxy
-from tests.support import S3_CREDENTIALS, free_port
+from tests.support import free_port
 from tusd_py.storage.s3 import S3Options, S3Store, StorageUnavailable
 
 MiB = 1024 * 1024
 PART = 5 * MiB
+
+pytestmark = pytest.mark.usefixtures("s3_credentials")
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +37,6 @@ def moto_port() -> Iterator[int]:
         yield port
     finally:
         server.stop()
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in S3_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
