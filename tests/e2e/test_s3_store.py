@@ -162,6 +162,8 @@ def test_empty_upload_and_content_type(s3: S3Server) -> None:
         assert await read_all(store, "empty1", 0, 0) == b""
         head = await store.bucket.client.head_object(Bucket=store.bucket.name, Key=store.prefix + "docs/empty.txt")
         assert head["ContentLength"] == 0 and head["ContentType"] == "text/plain" and head["Metadata"] == {"owner": "me"}
+        stored = await store.describe("empty1")
+        assert (stored.size, stored.etag, stored.content_type) == (0, head["ETag"], "text/plain")
         with pytest.raises(ValueError):
             await store.create("bad1", 1, key="../outside")
 

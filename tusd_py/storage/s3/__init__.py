@@ -28,17 +28,23 @@ for it to be served -- today's protocol falls short in exactly these points:
 5. Errors: `StorageUnavailable` -> 503 with Retry-After, `UploadNotFound` ->
    404, `UploadTooLarge` -> 413 (all are OSError subclasses, so today's OSError
    -> 503 mapping already keeps them from being 500s).
-6. Capabilities: ranged reads of finished uploads only (`read`); server-side
-   copy for concatenation (`concatenate`); no random-access writes. The sweeper
+6. Capabilities: ranged reads of finished uploads only (`read`), with
+   `describe` for ETag / Last-Modified / Content-Type; server-side copy for
+   concatenation (`concatenate`, after `create(final_id, total length)`; it
+   completes the final object, so the engine's `finish` then finds it done);
+   no random-access writes. The sweeper
    calls `orphans(age)` / `abort_orphan(...)` for multipart uploads the state
    no longer knows, and start-up calls `start()` then `check_bucket()` (exit
    with its message), `close()` at shutdown.
-7. Optional: keep the `Handle` (object key, multipart id, part size) in the
+7. Settings: an `S3Options` from the configuration (bucket, endpoint, region,
+   prefix, part size, path style, request checksums, concurrency, timeouts,
+   `temp_dir` for bodies waiting on their checksum: under `--dir`).
+8. Optional: keep the `Handle` (object key, multipart id, part size) in the
    upload's state record and pass it back, saving the `.info` GET on a cold
    instance (today the store caches it per process).
 """
 
-from tusd_py.storage.s3.bucket import Handle, Pending
+from tusd_py.storage.s3.bucket import Handle, Pending, Stored
 from tusd_py.storage.s3.errors import (
     S3StoreError,
     StorageUnavailable,
@@ -52,5 +58,5 @@ from tusd_py.storage.s3.writer import S3Writer
 
 __all__ = [
     "Handle", "Pending", "S3Options", "S3Store", "S3StoreError", "S3Writer",
-    "StorageUnavailable", "UploadNotFound", "UploadTooLarge", "part_size",
+    "StorageUnavailable", "Stored", "UploadNotFound", "UploadTooLarge", "part_size",
 ]

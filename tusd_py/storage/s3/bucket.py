@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tusd_py.storage.s3.errors import UploadNotFound, mapped
+from tusd_py.storage.s3.errors import StorageUnavailable, UploadNotFound, mapped
 from tusd_py.storage.s3.keys import incomplete_key, info_key
 
 READ_SIZE = 1024 * 1024
@@ -54,6 +54,16 @@ class Pending:
     multipart_id: str
     initiated: datetime.datetime
     upload_id: str | None = None  # whose it is, where the store can tell (`S3Store.orphans`)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A finished upload's object, as HeadObject describes it (for ETag / Last-Modified on GET)."""
+
+    size: int
+    etag: str
+    modified: datetime.datetime
+    content_type: str | None
 
 
 class PartBody(io.RawIOBase):
@@ -111,7 +121,11 @@ class Bucket:
         with mapped(f"read the record of {upload_id}"):
             response = await self.client.get_object(Bucket=self.name, Key=info_key(self.prefix, upload_id))
             async with response["Body"] as body:
-                return Handle.from_json(await body.read())
+                data = await body.read()
+        try:
+            return Handle.from_json(data)
+        except (KeyError, TypeError, ValueError) as error:
+            raise StorageUnavailable(f"the record of {upload_id} in the bucket is not one of ours: {error}") from error
 
     # -- the multipart upload ------------------------------------------------
 
@@ -222,6 +236,11 @@ class Bucket:
         except UploadNotFound:
             return None
         return int(response["ContentLength"])
+
+    async def describe(self, key: str) -> Stored:
+        with mapped(f"look up {key}"):
+            response = await self.client.head_object(Bucket=self.name, Key=key)
+        return Stored(int(response["ContentLength"]), str(response["ETag"]), response["LastModified"], response.get("ContentType"))
 
     async def delete(self, key: str) -> None:
         with mapped(f"delete {key}"):

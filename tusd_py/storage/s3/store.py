@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tusd_py.checksum import Hasher
 from tusd_py.storage.s3 import concat
-from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending
+from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending, Stored
 from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadNotFound
 from tusd_py.storage.s3.keys import (
     INTERNAL,
@@ -166,6 +166,10 @@ class S3Store:
         handle = await self.handle(upload_id)
         async for chunk in self.bucket.read(handle.key, start, end):
             yield chunk
+
+    async def describe(self, upload_id: str) -> Stored:
+        """Size, ETag, Last-Modified and Content-Type of a finished upload's object."""
+        return await self.bucket.describe((await self.handle(upload_id)).key)
 
     async def finish(self, upload_id: str, length: int) -> None:
         """CompleteMultipartUpload of parts 1..n (an empty part for an empty upload).

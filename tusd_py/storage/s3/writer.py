@@ -124,9 +124,9 @@ class S3Writer:
 
     async def _seal(self) -> None:
         """The part being filled is complete: send it (or hold it) and start the next."""
-        number, data, end = self._number, b"".join(self._chunks), self._part_start + self._filled
-        if number > MAX_PARTS:
+        if self._number > MAX_PARTS:
             raise UploadTooLarge(f"upload {self.handle.upload_id}: more than {MAX_PARTS} parts")
+        number, data, end = self._number, b"".join(self._chunks), self._part_start + self._filled
         self._chunks, self._filled = [], 0
         self._number += 1
         self._part_start = end
@@ -179,8 +179,6 @@ class S3Writer:
         try:
             if self.hold and not verified:
                 return self.written
-            if not self._opened and self.position > self._start:
-                await self._open()
             for number, file, end in self._held:
                 if self._error is not None:
                     break
