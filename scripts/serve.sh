@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts tusd-py from a checkout: makes .venv, installs the project, builds the upload page
-# (when npm is there), then runs the server with the arguments given.
+# Starts tusd-py from a checkout: makes .venv, installs the project (which builds the upload
+# page, when npm is there: setup.py), then runs the server with the arguments given.
 #   bash scripts/serve.sh                       # http://127.0.0.1:1080/ (page) and /files/ (tus)
 #   bash scripts/serve.sh --host 0.0.0.0 --redis-url redis://127.0.0.1:6379/0
 set -euo pipefail
@@ -12,15 +12,10 @@ if [ ! -x .venv/bin/python ]; then
   fi
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e .
-
-if command -v npm >/dev/null 2>&1; then
-  if [ ! -d clients/web/node_modules ] || [ clients/web/package-lock.json -nt clients/web/node_modules ]; then
-    (cd clients/web && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-  (cd clients/web && npm run --silent build)
-else
+if ! command -v npm >/dev/null 2>&1; then
   echo "npm not found: serving without the upload page (Debian: apt-get install nodejs npm)" >&2
+  export TUSD_PY_BUILD_WITHOUT_PAGE=1
 fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
 
 exec .venv/bin/tusd-py "$@"

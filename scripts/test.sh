@@ -25,15 +25,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
+# Also builds the upload page (npm ci + esbuild in clients/web) when it is missing or stale: setup.py.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-for dir in tests/js clients/web; do
-  if [ -f "$dir/package-lock.json" ]; then
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-done
-if [ -f clients/web/package.json ]; then
-  (cd clients/web && npm run --silent build)
+if [ -f tests/js/package-lock.json ]; then
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 exec .venv/bin/python -m pytest "$@"

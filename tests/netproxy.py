@@ -1,8 +1,9 @@
 """A TCP proxy on 127.0.0.1 for tests that need a bad network: slow uploads, a flipped byte.
 
 Requests from the client are parsed just enough (request line, Content-Length) to
-find PATCH bodies; everything else is relayed as it comes. Every thread it starts
-ends when `stop()` closes its sockets.
+find PATCH bodies; everything else is relayed as it comes. It counts what it passed
+on: the method of every request, and the PATCH body bytes sent to the server. Every
+thread it starts ends when `stop()` closes its sockets.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Proxy:
         self.rate = rate  # bytes per second from client to server, per connection; None = as fast as it goes
         self.corrupt_patches = corrupt_patches  # how many PATCH bodies get one byte flipped
         self.patches = 0  # PATCH requests seen
+        self.patch_bytes = 0  # PATCH body bytes passed on to the server
+        self.methods: list[str] = []  # of every request seen, in order
         self.corrupted = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -118,6 +121,8 @@ class Proxy:
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 lines = head.split(b"\r\n")
                 method = lines[0].split(b" ", 1)[0].upper()
+                with self._lock:
+                    self.methods.append(method.decode("latin-1"))
                 length = 0
                 for line in lines[1:]:
                     name, _, value = line.partition(b":")
@@ -151,6 +156,9 @@ class Proxy:
                         piece = bytes(mutable)
                     self._send(upstream, piece)
                     sent += len(piece)
+                    if method == b"PATCH":
+                        with self._lock:
+                            self.patch_bytes += len(piece)
         except OSError:
             pass
         finally:

@@ -1,4 +1,5 @@
-"""Real processes for the tests: redis-server and tusd-py servers on 127.0.0.1.
+"""Real processes for the tests: redis-server and tusd-py servers on 127.0.0.1 (and small
+stand-in HTTP servers in a thread, for what tusd-py never answers).
 
 Every process started here is stopped by its PID. Waits are bounded.
 """
@@ -12,8 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -92,6 +96,31 @@ class RedisServer:
             self.proc = None
 
 
+class LocalHttpServer:
+    """A threaded `http.server` on 127.0.0.1 (a port the system picks) serving `handler`,
+    as a context manager: its thread is stopped and joined on exit."""
+
+    path = "/"
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 class TusServer:
     """`python -m tusd_py` on a free port, with its own data directory."""
 
@@ -147,6 +176,20 @@ class TusServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def stub_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served by a threaded http.server on 127.0.0.1; yields its /files/ URL, then stops it."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
 
 
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -52,23 +52,30 @@ def _origins(value: str) -> tuple[str, ...]:
 @click.option("--hooks-redis-url", default=None, show_envvar=True, help="Redis of --hooks-redis-stream (default: --redis-url).")
 @click.option("--hooks-enabled-events", default=",".join(Config.hooks_events), show_envvar=True, help="Comma-separated hook events to send.")
 @click.option("--hooks-timeout", default=30.0, type=click.FloatRange(min=0.001), show_envvar=True, help="Seconds a blocking hook may take in all before the request fails with 504.")
+@click.option("--hooks-concurrency", default=16, type=click.IntRange(min=1), show_envvar=True, help="Blocking hook calls (authorize, pre-*) in progress at once; more get 503 at once. Plain hook functions run on twice as many threads of their own.")
+@click.option("--hooks-queue-size", default=10_000, type=click.IntRange(min=1), show_envvar=True, help="Notifications waiting per transport and kind: progress (post-create, post-receive) past it is dropped and counted; post-finish and post-terminate are never dropped (the request waits for room).")
 @click.option("--progress-interval", default=1.0, type=click.FloatRange(min=0), show_envvar=True, help="post-receive hooks: at most once per this many seconds per upload.")
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]), show_envvar=True, help="Log lines as text or as JSON objects.")
 @click.option("--expose-metrics/--no-expose-metrics", default=True, show_envvar=True, help="Serve Prometheus metrics on /metrics.")
 @click.option("--ui/--no-ui", default=True, show_envvar=True, help="Serve the browser upload page (Uppy) at /.")
+@click.option("--ui-endpoints", default="", show_envvar=True, help="Comma-separated tus endpoints (absolute http(s) URLs) besides this server's that the upload page's ?endpoint= may name; any other is refused.")
+@click.option("--ui-frame-ancestors", default="'self'", show_envvar=True, help="Who may frame the upload page: its Content-Security-Policy frame-ancestors ('self', 'none', or origins separated by spaces).")
 @click.option("--ietf-draft/--no-ietf-draft", default=True, show_envvar=True, help="Also serve requests that speak the IETF resumable-upload draft (Upload-Draft-Interop-Version 6 or 8) on the same uploads.")
 @click.option("--ietf-interim/--no-ietf-interim", default=True, show_envvar=True, help="Send the draft's 104 interim responses (upload URL, progress). Turn off behind a proxy that does not pass 1xx responses on, such as nginx.")
 @click.option("--remove-parts-after-concat/--no-remove-parts-after-concat", default=False, show_envvar=True, help="Delete partial uploads once a final upload has been assembled from them (unless another final upload still waits on one).")
 @click.option("--workers", default=1, type=click.IntRange(min=1), show_envvar=True, help="Server processes sharing the port (more than 1 needs --redis-url).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]), show_envvar=True)
+@click.version_option(package_name="tusd-py", prog_name="tusd-py")
 def main(workers: int, **options: Any) -> None:
-    """Serve tus 1.0.0 resumable uploads."""
+    """Serve tus 1.0.0 resumable uploads (and the IETF resumable-upload draft), with the
+    browser upload page at / (its bundle is part of the installed package)."""
     if workers > 1 and not options["redis_url"]:
         raise click.UsageError("--workers above 1 needs --redis-url: the embedded SQLite state serves one process only.")
     allocator.tune()  # before the first request body: glibc settings for streaming (see allocator.py)
     # Every other option is a Config field of the same name; these few need their shape changed.
     options["cors_origins"] = _origins(options["cors_origins"])
     options["hooks_http_forward_headers"] = _list(options["hooks_http_forward_headers"])
+    options["ui_endpoints"] = _list(options["ui_endpoints"])
     options["hooks_events"] = _list(options.pop("hooks_enabled_events"))
     for name in ("redis_url", "hooks_module", "hooks_http", "hooks_redis_stream", "hooks_redis_url"):
         options[name] = options[name] or None  # an empty TUSD_PY_* variable means unset

@@ -6,8 +6,14 @@ tests build it directly and pass it to `create_app`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# An absolute http(s) URL with nothing that could end a CSP directive or an HTML attribute.
+_ENDPOINT_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s;,'\"<>\\]*)?")
+# One CSP source expression: 'self', 'none', a scheme, a host (wildcards and port allowed).
+_SOURCE_RE = re.compile(r"'self'|'none'|[A-Za-z][A-Za-z0-9+.\-]*:(//[A-Za-z0-9.*\-\[\]:]+)?|[A-Za-z0-9.*\-]+(:[0-9*]+)?")
 
 
 @dataclass
@@ -50,11 +56,15 @@ class Config:
         "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
     )
     hooks_timeout: float = 30.0  # seconds a blocking hook may take in all (retries included) before 504
+    hooks_queue_size: int = 10_000  # notifications waiting per transport and kind (progress past it: dropped)
+    hooks_concurrency: int = 16  # blocking hook calls at once (more get 503); plain functions get twice as many threads
     progress_interval: float = 1.0  # post-receive: at most once per this many seconds per upload
     # Operations
     log_format: str = "text"  # or "json": one JSON object per line
     expose_metrics: bool = True  # serve Prometheus metrics on /metrics
     ui: bool = True  # the browser upload page at / (tusd_py/ui.py)
+    ui_endpoints: tuple[str, ...] = ()  # other tus endpoints the page's ?endpoint= may name (absolute http(s) URLs)
+    ui_frame_ancestors: str = "'self'"  # the page's CSP frame-ancestors: who may frame it
     ietf_draft: bool = True  # also serve the IETF resumable-upload draft (interop 6 and 8) on the same uploads
     ietf_interim: bool = True  # send its 104 interim responses (off behind proxies that mishandle 1xx, e.g. nginx)
     remove_parts_after_concat: bool = False  # delete partial uploads once a final upload is assembled from them
@@ -71,3 +81,10 @@ class Config:
             raise ValueError("expire_after must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+        for endpoint in self.ui_endpoints:
+            if _ENDPOINT_RE.fullmatch(endpoint) is None:
+                raise ValueError(f"ui_endpoints: {endpoint!r} is not an absolute http(s) URL")
+        sources = self.ui_frame_ancestors.split()
+        if not sources or not all(_SOURCE_RE.fullmatch(source) for source in sources):
+            raise ValueError(f"ui_frame_ancestors: {self.ui_frame_ancestors!r} is not a list of CSP sources ('self', 'none', origins)")
+        self.ui_frame_ancestors = " ".join(sources)

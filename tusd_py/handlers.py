@@ -27,7 +27,7 @@ from tusd_py.concat import Concatenator, Outcome
 from tusd_py.config import Config
 from tusd_py.download import download_response
 from tusd_py.headers import index_headers
-from tusd_py.hooks.base import HOOK_ERROR_CODES, POST_RECEIVE, Hooks
+from tusd_py.hooks.base import AUTHORIZE, HOOK_ERROR_CODES, POST_RECEIVE, Hooks
 from tusd_py.ietf_handler import IetfHandler
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
@@ -83,7 +83,7 @@ class TusHandler:
         self.shutting_down = False
         self.extensions = self._extensions()
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
-        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished)
+        self.concat = Concatenator(config, state, data, locker, on_complete=self._finished, hooks=self.hooks)
         self.ietf = IetfHandler(self) if config.ietf_draft else None
 
     def _extensions(self) -> str:
@@ -142,11 +142,22 @@ class TusHandler:
 
     async def _authorize(self, request: Request) -> None:
         """The authorize hook sees every request before anything happens, also before the
-        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go."""
-        if not self.hooks.wants("authorize"):
+        lock is asked for: a stranger's PATCH must not make the owner's running PATCH let go.
+
+        It is asked before 404 or 410 is decided, with the record when there is one (a
+        tombstone too) and without one when there is none: the hook, not the answer's
+        status, decides what a stranger learns about an id (no existence oracle). An id
+        that does not match the pattern can name no upload: 404 before anything is asked.
+        """
+        if not self.hooks.wants(AUTHORIZE):
             return
         upload_id = request.path_params.get("upload_id")
-        await self.hooks.authorize(await self._load(upload_id) if upload_id is not None else None)
+        if upload_id is None:
+            await self.hooks.authorize(None)  # a creation
+            return
+        if not p.is_valid_id(upload_id):
+            raise p.ERR_NOT_FOUND()
+        await self.hooks.authorize(await self.state.get(upload_id), upload_id)
 
     @staticmethod
     def _check_version(request: Request, method: str) -> None:
@@ -294,19 +305,24 @@ class TusHandler:
         self._check_metadata(metadata_header)
         if self._has_body(request):
             raise p.ERR_MODIFY_FINAL()  # checklist CU-07
-        if self.hooks.wants("pre-create"):  # the hook may change the metadata, not the id, of a final upload
-            proposal = Upload(id=p.new_upload_id(), length=None, metadata=metadata_header, created=time.time(), concat=concat.raw)
-            changed = await self.hooks.pre_create(proposal)
-            if changed.id != proposal.id:
-                raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
-            metadata_header = changed.metadata
-        upload = await self.concat.create_final(concat, metadata_header)
+        # Checked (each part through the authorize hook first), not yet stored: pre-create sees
+        # the final upload as it will be (is_final, its parts, its length), for ownership and quotas.
+        upload = await self.concat.new_final(concat, metadata_header)
+        changed = await self.hooks.pre_create(upload)  # it may change the metadata, not the id
+        if changed.id != upload.id:
+            raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
+        upload = await self.concat.store_final(upload.replace(metadata=changed.metadata))
         self.metrics.uploads_created.inc()
         self.hooks.post_create(upload)
+        location = upload_url(request, self.config, upload.id)
         # Complete parts are joined now, before the 201 (CC-17); others when they finish.
-        if await self.concat.complete(upload.id) is Outcome.FAILED:
+        try:
+            outcome = await self.concat.complete(upload.id)
+        except p.TusError as error:  # pre-finish refused (or failed on) the assembled upload
+            raise error.with_headers(Location=location) from None
+        if outcome is Outcome.FAILED:
             raise p.ERR_NOT_FOUND("a partial upload went away while the final upload was created")
-        return Response(status_code=201, headers={"Location": upload_url(request, self.config, upload.id)})
+        return Response(status_code=201, headers={"Location": location})
 
     @staticmethod
     def _has_body(request: Request) -> bool:
@@ -348,7 +364,7 @@ class TusHandler:
             raise p.ERR_METADATA_TOO_LARGE()
 
     def _creation_length(self, request: Request) -> int | None:
-        length = p.parse_uint(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        length = p.parse_length(request.headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         defer = request.headers.get("upload-defer-length")
         if length is not None and defer is not None:
             raise p.ERR_AMBIGUOUS_UPLOAD_LENGTH()
@@ -414,7 +430,7 @@ class TusHandler:
         offset = p.parse_uint(headers.get("upload-offset"), p.ERR_INVALID_OFFSET)
         if offset is None:
             raise p.ERR_INVALID_OFFSET()
-        declared = p.parse_uint(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
+        declared = p.parse_length(headers.get("upload-length"), p.ERR_INVALID_UPLOAD_LENGTH)
         content_length = p.parse_uint(headers.get("content-length"), p.ERR_INVALID_CONTENT_LENGTH)
         checksum = self._checksum(request)
         with self._body_slot():
@@ -434,11 +450,14 @@ class TusHandler:
                 raise p.ERR_MODIFY_FINAL()
             if offset != upload.offset:
                 raise p.ERR_MISMATCHED_OFFSET(Upload_Offset=str(upload.offset))
+            if upload.finished or (declared is not None and declared == offset and upload.length is None):
+                # Complete, or completed by this request's Upload-Length: there is no room for a byte.
+                await self._refuse_body(reader, content_length)
             if declared is not None:
                 upload = await self._declare_length(upload, declared)
             response_headers: dict[str, str] = {}
             if upload.finished:
-                # tusd: a PATCH to a complete upload changes nothing and reports the offset.
+                # tusd: an empty PATCH to a complete upload changes nothing and reports the offset.
                 if declared is not None:  # declaring the length completed it (checklist DL-08)
                     await self._finished(upload)
                 response_headers["Upload-Offset"] = str(upload.offset)
@@ -450,6 +469,17 @@ class TusHandler:
         response_headers["Upload-Offset"] = str(result.upload.offset)
         self._expires_header(response_headers, result.upload)
         return Response(status_code=204, headers=response_headers)
+
+    @staticmethod
+    async def _refuse_body(reader: BodyReader, content_length: int | None) -> None:
+        """413 for a body sent to an upload that takes no more bytes (its bytes would go
+        nowhere); an empty body passes. Without Content-Length only reading tells."""
+        if content_length is None:
+            async for chunk in reader:
+                if chunk:
+                    raise p.ERR_UPLOAD_ALREADY_COMPLETE(Connection="close")  # the rest is not read
+        elif content_length > 0:
+            raise p.ERR_UPLOAD_ALREADY_COMPLETE()
 
     async def _declare_length(self, upload: Upload, length: int) -> Upload:
         if upload.length is not None or length < upload.offset:
@@ -601,7 +631,7 @@ class TusHandler:
         if not claimed and not await self.state.claim(upload.id, FINISH_ANNOUNCED):
             return  # announced already: by another request or instance that raced to the end
         self.metrics.uploads_finished.inc()
-        self.hooks.post_finish(upload)
+        await self.hooks.post_finish(upload)  # waits only while the hooks' queue of outcomes is full
         for callback in self.on_finish:
             await callback(upload)
 
@@ -619,7 +649,7 @@ class TusHandler:
         await self.data.delete(upload.id)
         if deleted:  # true for one request only, whatever the instance
             self.metrics.uploads_terminated.inc()
-            self.hooks.post_terminate(upload)
+            await self.hooks.post_terminate(upload)
         if upload.partial:
             self.concat.part_changed_soon(upload.id)  # final uploads waiting on it can never complete
 

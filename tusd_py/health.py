@@ -4,12 +4,21 @@ Ready means: the state store answers `ping` in time, the data directory takes
 writes, and the server is not shutting down. A load balancer stops sending
 uploads to an instance that is not ready; an orchestrator restarts one that is
 not healthy.
+
+`/readyz` is public like every other path: its body names the failed check with a
+fixed word ("unreachable", "not writable"), never the error's text, which holds
+internal addresses (a Redis error names its host and port); the log has the details.
+
+The data check runs on a thread of its own, within the same time bound as the
+ping: `/readyz` never waits behind hooks, digests or anything else that uses
+worker threads, and never hangs on a stuck disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from starlette.requests import Request
@@ -29,18 +38,28 @@ async def healthz(request: Request) -> Response:
 
 
 def readiness(state: StateStore, data: DataStore, shutting_down: Callable[[], bool]) -> Callable[[Request], object]:
+    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tusd-health")
+
+    async def writable() -> bool:
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(checker, data.writable), PING_TIMEOUT)
+        except asyncio.TimeoutError:
+            return False
+
     async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}
+        failure = ""
         try:
             await asyncio.wait_for(state.ping(), PING_TIMEOUT)
             checks["state"] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
-            checks["state"] = f"unreachable: {type(exc).__name__}: {exc}"[:200]
-        checks["data"] = "ok" if await asyncio.to_thread(data.writable) else "not writable"
+        except Exception as exc:  # any failure means not ready; say which (the why goes to the log only)
+            checks["state"] = "unreachable"
+            failure = f"{type(exc).__name__}: {exc}"[:500]
+        checks["data"] = "ok" if await writable() else "not writable"
         checks["server"] = "shutting down" if shutting_down() else "ok"
         ready = all(value == "ok" for value in checks.values())
         if not ready:
-            logger.warning("not ready: %s", checks)
+            logger.warning("not ready: %s%s", checks, f" (state: {failure})" if failure else "")
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     return readyz

@@ -49,6 +49,9 @@ class Metrics:
         )
         self.hook_invocations = Counter("tusd_py_hook_invocations", "Hook deliveries, by event and transport", ["event", "transport"], registry=registry)
         self.hook_failures = Counter("tusd_py_hook_failures", "Hook deliveries that failed, by event and transport", ["event", "transport"], registry=registry)
+        self.hook_dropped_events = Counter(
+            "tusd_py_hook_events_dropped", "Progress notifications dropped because their queue was full", ["event", "transport"], registry=registry
+        )
 
     # -- for hooks (see hooks.base.HookMetrics) --------------------------------------
 
@@ -57,6 +60,9 @@ class Metrics:
 
     def hook_failed(self, event_type: str, transport: str) -> None:
         self.hook_failures.labels(event_type, transport).inc()
+
+    def hook_dropped(self, event_type: str, transport: str) -> None:
+        self.hook_dropped_events.labels(event_type, transport).inc()
 
     # -- requests (see middleware.TusMiddleware) -----------------------------------
 

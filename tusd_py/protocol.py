@@ -22,6 +22,10 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 _ID_RE = re.compile(ID_PATTERN)
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")  # int() accepts '+5', '5_0', ' 5' and '٥'
+_LENGTH_RE = re.compile(r"[0-9]+")
+# The largest length (and offset) the server stores: SQLite's INTEGER is a signed 64-bit
+# integer, and both state stores must answer alike. Longer lengths are a 413, not a 400.
+MAX_LENGTH = 2**63 - 1
 _METADATA_KEY_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _URL_RE = re.compile(r"[\x21-\x7e]+")
@@ -71,6 +75,7 @@ ERR_INVALID_OFFSET = Error(400, "ERR_INVALID_OFFSET", "missing or invalid Upload
 ERR_INVALID_CONTENT_LENGTH = Error(400, "ERR_INVALID_CONTENT_LENGTH", "invalid Content-Length header")
 ERR_INVALID_METADATA = Error(400, "ERR_INVALID_METADATA", "invalid Upload-Metadata header")
 ERR_METADATA_TOO_LARGE = Error(400, "ERR_METADATA_TOO_LARGE", "Upload-Metadata has too many bytes or keys")
+ERR_HEADERS_TOO_LARGE = Error(431, "ERR_HEADERS_TOO_LARGE", "request head too large")  # server.py, before any handler
 ERR_TOO_MANY_UPLOADS = Error(429, "ERR_TOO_MANY_UPLOADS", "too many uploads in progress, retry later")
 ERR_INVALID_CHECKSUM = Error(400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")
 ERR_UNSUPPORTED_CHECKSUM = Error(400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", "unsupported checksum algorithm")
@@ -90,6 +95,8 @@ ERR_MISMATCHED_OFFSET = Error(409, "ERR_MISMATCHED_OFFSET", "Upload-Offset does 
 ERR_GONE = Error(410, "ERR_UPLOAD_GONE", "upload expired")
 ERR_MAX_SIZE_EXCEEDED = Error(413, "ERR_MAX_SIZE_EXCEEDED", "maximum size exceeded")
 ERR_UPLOAD_SIZE_EXCEEDED = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "request body exceeds the upload's length")
+ERR_LENGTH_TOO_LARGE = Error(413, "ERR_MAX_SIZE_EXCEEDED", "the length is above the largest this server can store (2^63-1 bytes)")
+ERR_UPLOAD_ALREADY_COMPLETE = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "the upload is complete: it takes no more bytes")
 ERR_RANGE_NOT_SATISFIABLE = Error(416, "ERR_RANGE_NOT_SATISFIABLE", "requested range not satisfiable")
 ERR_UPLOAD_LOCKED = Error(423, "ERR_UPLOAD_LOCKED", "upload is in use by another request, try again")
 ERR_READ_TIMEOUT = Error(408, "ERR_READ_TIMEOUT", "no data received within the network timeout")
@@ -118,6 +125,7 @@ ERR_UNAUTHORIZED = Error(401, "ERR_UNAUTHORIZED", "authorization required")
 ERR_FORBIDDEN = Error(403, "ERR_FORBIDDEN", "not allowed to access this upload")
 ERR_ID_TAKEN = Error(409, "ERR_UPLOAD_ID_TAKEN", "an upload with the id chosen by the pre-create hook exists")
 ERR_HOOK_FAILED = Error(502, "ERR_HOOK_FAILED", "a hook of the server failed, try again later")
+ERR_HOOKS_BUSY = Error(503, "ERR_HOOKS_BUSY", "the server's hooks are busy, try again shortly")
 ERR_HOOK_TIMEOUT = Error(504, "ERR_HOOK_TIMEOUT", "a hook of the server did not answer in time, try again later")
 
 
@@ -142,6 +150,20 @@ def parse_uint(value: str | None, error: Error) -> int | None:
     if _DIGITS_RE.fullmatch(value) is None:
         raise error()
     return int(value)
+
+
+def parse_length(value: str | None, error: Error) -> int | None:
+    """An upload's length: strict decimal digits as `parse_uint` (else `error`), and at most
+    MAX_LENGTH, else 413: valid digits the server cannot store are a size, not a syntax, error.
+    Any number of digits is judged without int() on them (which refuses over 4300 digits)."""
+    if value is None:
+        return None
+    if _LENGTH_RE.fullmatch(value) is None:
+        raise error()
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_LENGTH)) or int(digits) > MAX_LENGTH:
+        raise ERR_LENGTH_TOO_LARGE()
+    return int(digits)
 
 
 def format_http_date(timestamp: float) -> str:
@@ -227,9 +249,3 @@ def parse_concat(header: str | None) -> Concat | None:
             return Concat(raw=value, partial=False, urls=urls)
     raise ERR_INVALID_CONCAT()
 
-
-
-
-def has_forbidden_header_chars(value: str) -> bool:
-    """CR, LF and NUL in a value would let a hook or client inject headers into our responses."""
-    return any(ch in value for ch in "\r\n\x00")

@@ -3,7 +3,10 @@ bodies, interim responses, and several worker processes on one socket (`serve`).
 
 uvicorn with httptools puts no limit on how large a request head may grow, nor
 on how long a client may take to send it, so a slow or hostile client could hold
-a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits.
+a connection and memory forever. `GuardedHttpToolsProtocol` adds both limits. The
+size counts the head's own bytes as the parser hands them over (request target,
+header names and values), whatever the reads they came in: one read may hold a
+whole 70 KiB head, or a small head and the start of a body.
 
 It also hands request bodies to the app without uvicorn's two extra copies of
 every byte (see `on_body`): tus servers mostly receive bodies.
@@ -33,9 +36,12 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol, RequestResponseCycle
+
+from tusd_py.protocol import ERR_HEADERS_TOO_LARGE, TUS_VERSION
 
 INFORMATIONAL = "http.response.informational"  # the ASGI extension (our own name; ASGI defines none)
 _REASONS = {104: "Upload Resumption Supported"}
@@ -101,6 +107,10 @@ class _BodyChunks:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops parsing this request there."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """httptools protocol that answers 431 past `max_head_bytes`, and closes a
     connection whose request head is not complete within `head_timeout` seconds."""
@@ -111,7 +121,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._awaiting_head = True
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes read while this request's head was incomplete
+        self._parsed_head_bytes = 0  # bytes of the head the parser handed over
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_too_large = False
 
@@ -141,14 +152,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received (0.30 to 0.54), with the head's size checked: a head past
+        # the limit stops the parser in `_count_head` and is answered 431, not logged as invalid.
         if self._awaiting_head:
             self._head_bytes += len(data)
-        super().data_received(data)
-        # One read can hold a whole head and the start of a body (reads are at most a few
-        # hundred KiB), so the count only matters while the head is still incomplete.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "request head too large" if self._head_too_large else "Invalid HTTP request received."
+            if not self._head_too_large:
+                self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        # Still no complete head after more than the limit (one read can hold a whole head
+        # and the start of a body, so the reads' count matters only while the head is incomplete).
         if self._awaiting_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._head_too_large = True
             self.send_400_response("request head too large")
+
+    def on_message_begin(self) -> None:  # each request, pipelined ones too
+        self._parsed_head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:  # the request target, maybe in pieces
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.max_head_bytes:
+            self._head_too_large = True
+            raise _HeadTooLarge()  # before on_headers_complete: no request reaches the app
 
     def on_body(self, body: bytes) -> None:
         # uvicorn's on_body (0.30 to 0.54), with the bytearray replaced by `_BodyChunks`.
@@ -170,10 +214,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._head_too_large:
             super().send_400_response(msg)
             return
-        body = b"ERR_HEADERS_TOO_LARGE: request head too large\n"
+        error = ERR_HEADERS_TOO_LARGE()
+        body = f"{error.code}: {error.message}\n".encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"tus-resumable: 1.0.0\r\nconnection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"tus-resumable: {TUS_VERSION}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
         )
         self.transport.close()
 

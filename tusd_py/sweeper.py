@@ -5,8 +5,9 @@ for exactly one caller, so each upload is removed once; the lock is taken first
 (without waiting), so an upload being written right now is never removed under
 its writer's feet.
 
-Each pass also re-checks the final uploads still waiting on parts (see
-`concat.Concatenator.reconcile`): what a crash or a busy lock left undone.
+Each pass also re-checks the final uploads with nothing left to wait for that are
+still not assembled (see `concat.Concatenator.reconcile`): what a crash, a busy
+lock or a failing hook left undone.
 """
 
 from __future__ import annotations

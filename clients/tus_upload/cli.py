@@ -9,24 +9,15 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from tus_upload.files import LocalFile, collect
+from tus_upload.display import Display
+from tus_upload.files import collect
 from tus_upload.resume import ResumeStore, default_path
-from tus_upload.transfer import Result, Server, Settings, Transfer
+from tus_upload.transfer import CHUNKED_ABOVE, MAX_CHUNK, WHOLE, Result, Server, Settings, Transfer
 from tus_upload.uploader import RetryPolicy, UploadError, encode_metadata
+from tus_upload.verify import MODES
 
 _SIZE_RE = re.compile(r"(\d+)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 
@@ -55,6 +46,19 @@ class SizeParam(click.ParamType):
         return size
 
 
+class ChunkSizeParam(SizeParam):
+    """A size, or `auto` (None: transfer.chunk_size_for decides) or `whole` (one PATCH)."""
+
+    name = "SIZE|auto|whole"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:  # type: ignore[override]
+        if value is None or value == "auto":
+            return None
+        if value == "whole":
+            return WHOLE
+        return super().convert(value, param, ctx)
+
+
 def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     pairs = {}
     for item in values:
@@ -65,64 +69,11 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     return pairs
 
 
-class Display:
-    """Bars on stderr (one per file and a total, with bytes, rate and ETA), or nothing with --quiet."""
-
-    def __init__(self, quiet: bool, total: int, verify: bool) -> None:
-        self.console = Console(stderr=True)
-        self.quiet = quiet
-        self.verify = verify
-        self.progress = Progress(
-            TextColumn("{task.description}", table_column=None),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=quiet,
-        )
-        self.total = self.progress.add_task("total", total=total)
-        self._done = 0  # bytes of files already finished
-
-    def __enter__(self) -> Display:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    def error(self, message: str) -> None:
-        self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True, style="bold red")
-
-    def file(self, file: LocalFile) -> tuple[TaskID, Callable[[int], None]]:
-        task = self.progress.add_task(file.relative, total=file.size)
-
-        def update(position: int) -> None:
-            self.progress.update(task, completed=position)
-            self.progress.update(self.total, completed=self._done + position)
-
-        return task, update
-
-    def finished(self, task: TaskID, result: Result) -> None:
-        self._done += result.file.size
-        self.progress.update(self.total, completed=self._done)
-        self.progress.update(task, visible=False)
-        if result.error is None:
-            checked = "verified against the server's bytes" if self.verify else "not verified"
-            self.note(f"uploaded {result.file.relative} -> {result.url} ({result.digest}, {checked})")
-        else:
-            self.error(f"FAILED {result.file.relative}: {result.error}")
-
-
 def json_line(result: Result) -> str:
     record: dict[str, object] = {"path": str(result.file.path), "ok": result.error is None}
     if result.error is None:
         record.update(url=result.url, bytes=result.file.size, seconds=round(result.seconds, 3), digest=result.digest)
-        record.update(resumed_from=result.resumed_from, parts=result.parts)
+        record.update(resumed_from=result.resumed_from, parts=result.parts, verified=result.verified)
     else:
         record["error"] = result.error
     return json.dumps(record)
@@ -134,17 +85,39 @@ def json_line(result: Result) -> str:
 @click.option("--recursive", "-r", is_flag=True, help="Upload the files under directories given.")
 @click.option("--meta", "-m", multiple=True, metavar="KEY=VALUE", help="Extra Upload-Metadata (repeatable).")
 @click.option("--header", "-H", multiple=True, metavar="NAME: VALUE", help="Extra request header (repeatable), e.g. Authorization.")
-@click.option("--chunk-size", type=SizeParam(), default=None, help="Bytes per PATCH (e.g. 8MiB); default: the whole file in one PATCH. With checksums a server keeps only PATCHes that arrived whole, so an interrupted run resumes from the last whole chunk: set this for big files.")
+@click.option(
+    "--chunk-size",
+    type=ChunkSizeParam(),
+    default="auto",
+    help=(
+        "Bytes per PATCH (e.g. 8MiB), or `whole` for one PATCH per file. `auto`: with checksums a server keeps only "
+        f"PATCHes that arrived whole, so a file above {CHUNKED_ABOVE >> 20} MiB goes in chunks of an eighth of it, at "
+        f"most {MAX_CHUNK >> 20} MiB: an interrupted run resumes within one chunk of where it stopped (at most 1/8 of "
+        "the file is sent again), and a request per 64 MiB costs a few percent at most. Smaller files, and uploads "
+        "without checksums (the server keeps what arrived), go in one PATCH."
+    ),
+)
 @click.option("--parallel", "-p", type=click.IntRange(1, 64), default=1, help="Send each file as N partial uploads at once, joined by concatenation.")
 @click.option("--resume/--no-resume", default=True, help="Resume unfinished uploads of the same file from an earlier run.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True, help="Where unfinished uploads are remembered [default: uploads.json in the user's state directory].")
 @click.option("--retries", type=click.IntRange(min=0), default=8, help="Retries of a failing request (no answer, 5xx, 409, 423, 460), with exponential backoff.")
 @click.option("--retry-delay", type=click.FloatRange(min=0), default=0.5, help="Seconds before the first retry; doubles each time, up to 10s.")
 @click.option("--checksum/--no-checksum", default=True, help="Send Upload-Checksum (sha256, or sha1) with each PATCH when the server supports it.")
-@click.option("--verify/--no-verify", default=True, help="Download the upload at the end and compare its digest with the file's.")
+@click.option(
+    "--verify",
+    type=click.Choice(MODES),
+    default="auto",
+    help=(
+        "Compare the server's bytes with the file at the end. `digest`: ask the server for the digest of what it "
+        "stored (the IETF draft's Want-Repr-Digest on HEAD; tusd-py answers it): nothing is downloaded. `download`: "
+        "read the upload back. `auto`: the digest when the server reports one, else the download. `off`: no check."
+    ),
+)
+@click.option("--no-verify", "no_verify", is_flag=True, hidden=True, help="The same as --verify=off.")
 @click.option("--digest", type=click.Choice(["sha256", "sha1", "md5"]), default="sha256", help="Whole-file digest for verification and --json.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per file on stdout (path, url, bytes, seconds, digest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file on stdout (path, url, bytes, seconds, digest, how it was verified).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; errors only.")
+@click.version_option(package_name="tusd-py", prog_name="tus-upload")
 def main(
     paths: tuple[Path, ...],
     endpoint: str,
@@ -158,12 +131,18 @@ def main(
     retries: int,
     retry_delay: float,
     checksum: bool,
-    verify: bool,
+    verify: str,
+    no_verify: bool,
     digest: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Upload FILEs (and, with --recursive, directories) to a tus server, resumably."""
+    """Upload FILEs (and, with --recursive, directories) to a tus server, resumably.
+
+    By default a big file goes in checksummed chunks (see --chunk-size), so a run that
+    was interrupted resumes within one chunk of where it stopped, and the upload is then
+    verified by the digest the server reports (see --verify), without downloading it.
+    """
     metadata = _pairs(meta, "=", "KEY=VALUE")
     headers = _pairs(header, ":", "NAME: VALUE")
     try:
@@ -174,9 +153,11 @@ def main(
     if not endpoint.endswith("/"):
         endpoint += "/"  # the creation URL; relative Locations resolve against it
 
+    if no_verify:
+        verify = "off"
     settings = Settings(endpoint, headers, metadata, chunk_size, parallel, resume, checksum, verify, digest)
     store = ResumeStore(state_file or default_path()) if resume else None
-    display = Display(quiet, sum(f.size for f in files), verify)
+    display = Display(quiet, sum(f.size for f in files))
     policy = RetryPolicy(retries=retries, delay=retry_delay, on_retry=lambda why, delay: display.note(f"retrying in {delay:.1f}s: {why}"))
     failed = 0
     with display:

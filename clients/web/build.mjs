@@ -1,5 +1,5 @@
 // Bundles the upload page (Uppy and its CSS) into tusd_py/static/dist/, which the server
-// serves at / (git-ignored: built by scripts/serve.sh and scripts/test.sh, never committed).
+// serves at / (git-ignored, never committed: setup.py runs this when the package is built).
 import { copyFile, mkdir, rm } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import * as esbuild from 'esbuild'

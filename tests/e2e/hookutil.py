@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable
 
+from tests.support import LocalHttpServer
 from tusd_py.protocol import encode_metadata
 
 
@@ -38,11 +39,13 @@ def of_type(events: list[dict[str, Any]], event_type: str, upload_id: str | None
     ]
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalHttpServer):
     """An HTTP server on 127.0.0.1 that records hook requests and answers with `respond(event)`.
 
     `respond` returns (status, body) ; it may block (a hanging receiver) until `release` is set.
     """
+
+    path = "/hooks"
 
     def __init__(self, respond: Callable[[dict[str, Any]], tuple[int, bytes]] | None = None) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
@@ -68,23 +71,11 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        super().__exit__(*exc)
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         return [event for _, event in self.requests if event_type is None or event["type"] == event_type]

@@ -16,13 +16,6 @@ MODULE = "tests.hooks_recorder"
 
 
 @pytest.fixture
-def hook_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "hooks.jsonl"
-    monkeypatch.setenv("HOOKS_TEST_LOG", str(path))  # the server processes inherit it
-    return path
-
-
-@pytest.fixture
 def hooked(make_server, hook_log):
     return make_server(hooks_module=MODULE, progress_interval=0.2)
 

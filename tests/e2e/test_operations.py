@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -86,20 +88,27 @@ def test_health_and_readiness(make_server) -> None:
     assert requests.get(server.base + "/healthz", timeout=10).status_code == 200  # alive all the same
 
 
-def test_readiness_follows_redis(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def ready_then_redis_stopped(tmp_path: Path) -> Iterator[tuple[TusServer, RedisServer]]:
+    """A server on its own redis-server, ready; then that Redis is stopped. Both are stopped after."""
     redis_server = RedisServer(tmp_path / "redis").start()
     server = TusServer(tmp_path / "data", redis_url=redis_server.url)
     try:
         server.start()
         assert requests.get(server.base + "/readyz", timeout=10).status_code == 200
         redis_server.stop()
+        yield server, redis_server
+    finally:
+        server.stop()
+        redis_server.stop()
+
+
+def test_readiness_follows_redis(tmp_path: Path) -> None:
+    with ready_then_redis_stopped(tmp_path) as (server, _):
         response = requests.get(server.base + "/readyz", timeout=15)
         assert response.status_code == 503
         assert response.json()["checks"]["state"].startswith("unreachable")
         assert requests.get(server.base + "/healthz", timeout=10).status_code == 200
-    finally:
-        server.stop()
-        redis_server.stop()
 
 
 def test_json_log_has_one_line_per_request(make_server) -> None:

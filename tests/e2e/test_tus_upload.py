@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
 
-from tests.support import ROOT, TUS, head, stop_process
+from tests.support import ROOT, TUS, head, stop_process, stub_server
 
 MiB = 1024 * 1024
 
@@ -355,3 +357,222 @@ def test_parallel_upload_killed_then_resumed_part_by_part(server, client: Client
     assert record["parts"] == 4 and record["resumed_from"] >= 512 * 1024
     assert "resuming parts.bin at offset" in result.stderr
     assert_uploaded(record, data)
+
+
+# -- defaults for big files: chunks, so a killed run resumes mid-file (issue 17, item 5) ---------
+
+
+def test_default_run_of_a_big_file_killed_mid_way_resends_less_than_a_quarter(server, client: Client, proxies, tmp_path: Path) -> None:
+    """No --chunk-size: a 300 MB file with checksums goes in chunks, so the run after a kill
+    goes on from the last whole chunk. The proxy counts the PATCH bytes the server got."""
+    size = 300_000_000
+    proxy = proxies(server.port, rate=100 * MiB)  # ~3 s for the file: "mid-way" is a state to wait for
+    data = make_file(tmp_path / "big.iso", size)
+    args = (tmp_path / "big.iso", "--endpoint", proxy.url, "--json")
+    first = client.start(*args)
+    try:
+        deadline = time.monotonic() + 60
+        while proxy.patch_bytes < size * 0.4 and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.02)
+        assert proxy.patch_bytes >= size * 0.4
+    finally:
+        stop_process(first, signal.SIGKILL)
+    sent_first = proxy.patch_bytes
+    assert sent_first < size  # killed mid-way
+    proxy.rate = None
+    result = client.run(*args)
+    assert result.returncode == 0, result.stderr
+    [record] = lines(result)
+    assert record["resumed_from"] > 0 and record["verified"] == "digest"
+    sent_again = proxy.patch_bytes - size  # bytes beyond one copy of the file
+    assert 0 <= sent_again < size * 0.25, (sent_first, record["resumed_from"], proxy.patch_bytes)
+    assert proxy.patches > 2  # in chunks
+    with open(server.data_dir / record["url"].rsplit("/", 1)[1], "rb") as stored:
+        assert hashlib.file_digest(stored, "sha256").digest() == hashlib.sha256(data).digest()
+
+
+def test_chunks_only_above_the_threshold_and_whole_keeps_one_patch(server, client: Client, proxies, tmp_path: Path) -> None:
+    proxy = proxies(server.port)
+    make_file(tmp_path / "small.bin", 64 * MiB)  # at the threshold: one PATCH
+    make_file(tmp_path / "big.bin", 65 * MiB + 1)  # above: chunks of an eighth, rounded up to MiB (9 MiB)
+    result = client.run(tmp_path / "small.bin", tmp_path / "big.bin", "--endpoint", proxy.url, "--json")
+    assert result.returncode == 0, result.stderr
+    assert proxy.patches == 1 + 8
+    whole = client.run(tmp_path / "big.bin", "--endpoint", proxy.url, "--chunk-size", "whole", "--json")
+    assert whole.returncode == 0, whole.stderr
+    assert proxy.patches == 1 + 8 + 1  # the single-PATCH mode
+    no_checksum = client.run(tmp_path / "big.bin", "--endpoint", proxy.url, "--no-checksum", "--json")
+    assert no_checksum.returncode == 0 and proxy.patches == 1 + 8 + 1 + 1  # the server keeps what arrived anyway
+
+
+# -- verification by the server's digest, download only as a fallback (item 6) -------------------
+
+
+def test_verification_uses_the_servers_digest_and_downloads_nothing(server, client: Client, proxies, tmp_path: Path) -> None:
+    proxy = proxies(server.port)
+    data = make_file(tmp_path / "a.bin", 3 * MiB + 7)
+    make_file(tmp_path / "b.bin", 1000, 1)
+    result = client.run(tmp_path / "a.bin", tmp_path / "b.bin", "--endpoint", proxy.url, "--json")
+    assert result.returncode == 0, result.stderr
+    records = lines(result)
+    assert [r["verified"] for r in records] == ["digest", "digest"]
+    assert "GET" not in proxy.methods  # not one byte read back
+    assert proxy.methods.count("HEAD") == 2  # one digest question per file
+    assert "by its digest, nothing downloaded" in result.stderr
+
+    md5 = client.run(tmp_path / "b.bin", "--endpoint", proxy.url, "--json", "--digest", "md5")
+    assert md5.returncode == 0 and lines(md5)[0]["verified"] == "digest"  # compared by sha-256 all the same
+    assert "GET" not in proxy.methods
+    assert_uploaded(records[0], data)  # the test's own GET, last
+
+
+def test_a_digest_that_does_not_match_fails_without_downloading(server, client: Client, proxies, tmp_path: Path) -> None:
+    proxy = proxies(server.port, corrupt_patches=1)
+    make_file(tmp_path / "data.csv", MiB)
+    result = client.run(tmp_path / "data.csv", "--endpoint", proxy.url, "--no-checksum", "--json")
+    assert result.returncode == 1
+    assert "VERIFICATION FAILED for data.csv: the server reports 1048576 bytes with sha256" in result.stderr
+    assert "GET" not in proxy.methods
+
+
+def test_a_server_without_digests_is_verified_by_download(make_server, client: Client, proxies, tmp_path: Path) -> None:
+    """tusd-py with --no-ietf-draft: a tus 1.0.0 server with no way to report a digest."""
+    server = make_server(ietf_draft=False)
+    proxy = proxies(server.port)
+    data = make_file(tmp_path / "c.bin", 2 * MiB)
+    result = client.run(tmp_path / "c.bin", "--endpoint", proxy.url, "--json")
+    assert result.returncode == 0, result.stderr
+    [record] = lines(result)
+    assert record["verified"] == "download" and proxy.methods[-1] == "GET"
+    assert_uploaded(record, data)
+
+    strict = client.run(tmp_path / "c.bin", "--endpoint", proxy.url, "--json", "--verify", "digest")
+    assert strict.returncode == 1
+    assert "the server reports no digest of the upload" in lines(strict)[0]["error"]
+
+
+def test_verify_download_and_off(server, client: Client, proxies, tmp_path: Path) -> None:
+    proxy = proxies(server.port)
+    make_file(tmp_path / "d.bin", 100_000)
+    download = client.run(tmp_path / "d.bin", "--endpoint", proxy.url, "--json", "--verify", "download")
+    assert download.returncode == 0 and lines(download)[0]["verified"] == "download"
+    assert proxy.methods.count("GET") == 1
+    before = len(proxy.methods)
+    for flag in (("--verify", "off"), ("--no-verify",)):
+        off = client.run(tmp_path / "d.bin", "--endpoint", proxy.url, "--json", *flag)
+        assert off.returncode == 0 and lines(off)[0]["verified"] == "off"
+        assert "not verified" in off.stderr
+    assert "GET" not in proxy.methods[before:] and "HEAD" not in proxy.methods[before:]
+
+
+# -- output: one line per file off a terminal, bars on one (item 7) -----------------------------
+
+
+def test_without_a_terminal_one_line_per_file_and_a_total(server, client: Client, tmp_path: Path) -> None:
+    make_file(tmp_path / "one.bin", 2 * MiB)
+    make_file(tmp_path / "two.bin", 3 * MiB, 1)
+    result = client.run(tmp_path / "one.bin", tmp_path / "two.bin", "--endpoint", server.url)
+    assert result.returncode == 0, result.stderr
+    output = result.stderr.splitlines()
+    assert len(output) == 3, result.stderr
+    assert output[0].startswith("uploaded one.bin -> ") and "2.0 MiB in " in output[0] and "MiB/s" in output[0]
+    assert output[1].startswith("uploaded two.bin -> ") and "3.0 MiB in " in output[1]
+    assert output[2].startswith("total: 2 file(s), 5.0 MiB in ")
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr and "━" not in result.stderr  # no bars
+
+
+def test_on_a_terminal_bars_are_drawn(server, client: Client, tmp_path: Path) -> None:
+    import pty
+    import select
+
+    make_file(tmp_path / "tty.bin", 2 * MiB)
+    leader, follower = pty.openpty()
+    env = dict(client.env, COLUMNS="120", TERM="xterm")
+    proc = subprocess.Popen(client.args(tmp_path / "tty.bin", "--endpoint", server.url), env=env, cwd=ROOT,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed its side
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=30) == 0, seen
+    finally:
+        stop_process(proc, signal.SIGKILL)
+        os.close(leader)
+    text = seen.decode("utf-8", "replace")
+    assert "━" in text and "uploaded tty.bin" in text  # rich's bars, then the note
+
+
+# -- text from a server is escaped before it is printed (issue 13, item 19) ---------------------
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\u009b31m\r\nforged line\u202e"
+
+
+class HostileServer(BaseHTTPRequestHandler):
+    """A tus server whose answers carry terminal escapes: in a Location, and in error bodies."""
+
+    patches = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in {"Tus-Resumable": "1.0.0", "Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(name, value)  # latin-1 on the wire: ESC, BEL and C1 CSI pass as they are
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_OPTIONS(self) -> None:
+        self._answer(204, {"Tus-Version": "1.0.0", "Tus-Extension": "creation"})
+
+    def do_POST(self) -> None:
+        if "ZXZpbA" in self.headers.get("Upload-Metadata", ""):  # the file named "evil" is refused
+            return self._answer(403, body=HOSTILE.encode())
+        self._answer(201, {"Location": "/files/x\x1b[2J\x07\x9by"})
+
+    def do_HEAD(self) -> None:
+        self._answer(200, {"Upload-Offset": "0", "Upload-Length": "1000"})
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        HostileServer.patches += 1
+        if HostileServer.patches == 1:  # once: a retry whose reason is printed
+            return self._answer(500, body=HOSTILE.encode())
+        self._answer(204, {"Upload-Offset": "1000"})
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[str]:
+    HostileServer.patches = 0
+    with stub_server(HostileServer) as url:
+        yield url
+
+
+def test_control_characters_from_the_server_are_escaped_before_printing(hostile_server: str, client: Client, tmp_path: Path) -> None:
+    make_file(tmp_path / "good.bin", 1000)
+    make_file(tmp_path / "evil", 10)
+    result = client.run(tmp_path / "good.bin", tmp_path / "evil", "--endpoint", hostile_server, "--verify", "off",
+                        "--retry-delay", "0", "--json")
+    assert result.returncode == 1  # evil was refused
+    for raw in ("\x1b", "\x07", "\x9b", "\r", "\u202e"):
+        assert raw not in result.stderr and raw not in result.stdout
+    lines_ = result.stderr.splitlines()
+    [uploaded] = [line for line in lines_ if line.startswith("uploaded good.bin")]
+    assert "/files/x\\x1b[2J\\x07\\x9by" in uploaded  # the Location, escaped
+    [retry] = [line for line in lines_ if line.startswith("retrying in")]
+    [failed] = [line for line in lines_ if line.startswith("FAILED evil")]
+    for line in (retry, failed):  # the body, escaped, and on the same line: nothing forged
+        assert "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\x9b31m\\x0d\\x0aforged line\\u202e" in line
+    assert not any(line.startswith("forged") for line in lines_)

@@ -10,27 +10,18 @@ import hashlib
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from tests.support import ROOT, head, stop_process, wait_for_port, free_port
+from tests.browser import CHROMIUM, FLAGS, until
+from tests.support import ROOT, LocalHttpServer, free_port, head, stop_process, wait_for_port
 
 MiB = 1024 * 1024
-CHROMIUM = "/usr/bin/chromium"
 DIST = ROOT / "tusd_py" / "static" / "dist"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Records Uppy's events in the page (again after each reload).
 RECORD_EVENTS = """() => {
@@ -70,13 +61,13 @@ def browser(tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def static_site() -> Iterator:
-    """The built page served by a plain static server on its own port: another origin."""
+    """The built page (or `directory`) served by a plain static server on its own port: another origin."""
     procs: list[subprocess.Popen] = []
 
-    def start() -> str:
+    def start(directory: Path = DIST) -> str:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(DIST)],
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -98,7 +89,7 @@ def make_file(path: Path, size: int, seed: int = 0) -> bytes:
 def open_page(context, url: str):  # type: ignore[no-untyped-def]
     page = context.pages[0] if context.pages else context.new_page()
     page.goto(url)
-    page.wait_for_function("window.uppy !== undefined")
+    until(page, "window.uppy !== undefined")
     page.evaluate(RECORD_EVENTS)
     return page
 
@@ -119,11 +110,11 @@ def test_page_uploads_pauses_resumes_and_survives_a_reload(server, browser, prox
 
     page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "video.mp4"))
     page.click(".uppy-StatusBar-actionBtn--upload")
-    page.wait_for_function(f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {5 * MiB}")
+    until(page, f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {5 * MiB}")
 
     # Pause: nothing moves, in the page or on the server.
     page.click("button[title=Pause]")
-    page.wait_for_function("() => Object.values(window.uppy.getState().files)[0].isPaused")
+    until(page, "() => Object.values(window.uppy.getState().files)[0].isPaused")
     url = page.evaluate(FILE_STATE)[0]["url"]
     assert url and url.startswith(proxy.url)
     time.sleep(1.0)  # the aborted PATCH is committed by now
@@ -135,7 +126,7 @@ def test_page_uploads_pauses_resumes_and_survives_a_reload(server, browser, prox
 
     # Resume: on from the server's offset.
     page.click("button[title=Resume]")
-    page.wait_for_function(f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {20 * MiB}")
+    until(page, f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {20 * MiB}")
     progress = page.evaluate("window.seen.progress")
     before_pause, after_pause = progress[:seen_before_pause], progress[seen_before_pause:]
     assert len(before_pause) >= 2 and before_pause == sorted(before_pause)
@@ -143,13 +134,13 @@ def test_page_uploads_pauses_resumes_and_survives_a_reload(server, browser, prox
 
     # Reload mid-upload: Golden Retriever brings the file back, the upload goes on where it was.
     page.reload()
-    page.wait_for_function("window.uppy !== undefined")
+    until(page, "window.uppy !== undefined")
     page.evaluate(RECORD_EVENTS)
     page.get_by_text("Session restored").wait_for()
     at_reload = offset(url)
     assert 0 < at_reload < len(data)
     page.click(".uppy-StatusBar-actionBtn--upload")
-    page.wait_for_function("window.seen.success.length === 1", timeout=60_000)
+    until(page, "window.seen.success.length === 1", timeout=60)
     assert page.evaluate("window.seen.success") == [url]  # the same upload, not a new one
     after_reload = page.evaluate("window.seen.progress")
     assert after_reload and min(after_reload) >= at_reload  # resumed, not restarted
@@ -171,7 +162,7 @@ def test_page_on_another_origin_uploads_through_cors(make_server, browser, stati
 
     page.set_input_files("input.uppy-Dashboard-input >> nth=0", [str(tmp_path / name) for name in files])
     page.click(".uppy-StatusBar-actionBtn--upload")
-    page.wait_for_function("window.seen.success.length === 2")
+    until(page, "window.seen.success.length === 2")
     assert page.evaluate("window.seen.errors") == []
     links = {a.inner_text(): a.get_attribute("href") for a in page.locator("#finished a").all()}
     assert set(links) == set(files)
@@ -196,3 +187,129 @@ def test_page_on_an_origin_the_server_does_not_allow_fails(make_server, browser,
     assert blocked, "the browser did not block the request"
     assert page.evaluate("window.seen.success") == []
     assert not any(path.is_file() and path.stat().st_size for path in server.data_dir.glob("*") if "." not in path.name)
+
+
+# -- issue 13, item 5: where the page sends files, what it links to, its Content-Security-Policy
+
+class FakeEndpoint(LocalHttpServer):
+    """A tus endpoint on 127.0.0.1 that records every request and answers a creation with
+    `location` (CORS open, so that a browser would talk to it)."""
+
+    path = "/files/"
+
+    def __init__(self, location: str) -> None:
+        self.requests: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, headers: dict[str, str]) -> None:
+                endpoint.requests.append(f"{self.command} {self.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(status)
+                for name, value in {
+                    "Access-Control-Allow-Origin": "*",
+                    "Access-Control-Allow-Methods": "POST, HEAD, PATCH, OPTIONS",
+                    "Access-Control-Allow-Headers": "*",
+                    "Access-Control-Expose-Headers": "Location, Upload-Offset, Upload-Length, Tus-Resumable",
+                    "Tus-Resumable": "1.0.0",
+                    "Content-Length": "0",
+                    **headers,
+                }.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def do_OPTIONS(self) -> None:  # noqa: N802
+                self._answer(204, {})
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer(201, {"Location": location})
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer(404, {})
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._answer(404, {})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(Handler)
+
+
+WATCH_CSP = """() => {
+  window.violations = []
+  document.addEventListener('securitypolicyviolation', (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI))
+}"""
+
+
+def test_page_refuses_a_crafted_endpoint_and_uploads_to_its_own(make_server, browser, tmp_path: Path) -> None:
+    server = make_server()
+    data = make_file(tmp_path / "secret.pdf", 100_000, 3)
+    with FakeEndpoint(location="http://127.0.0.1:9/files/x") as attacker:
+        page = open_page(browser, f"{server.base}/?endpoint={attacker.url}")
+        assert page.is_visible("#refused") and page.inner_text("#refused-endpoint") == attacker.url
+        assert page.inner_text("#endpoint") == server.url
+        page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "secret.pdf"))
+        page.click(".uppy-StatusBar-actionBtn--upload")
+        until(page, "window.seen.success.length === 1")
+        url = page.evaluate("window.seen.success")[0]
+        assert url.startswith(server.url) and requests.get(url, timeout=30).content == data
+        assert attacker.requests == []  # not one byte, not one request
+
+
+def test_listed_endpoint_is_allowed_but_a_javascript_location_never_becomes_a_link(make_server, browser, tmp_path: Path) -> None:
+    hostile = "javascript:document.title='pwned'"
+    with FakeEndpoint(location=hostile) as endpoint:
+        server = make_server(ui_endpoints=endpoint.url)
+        (tmp_path / "empty.txt").write_bytes(b"")  # zero bytes: tus-js-client succeeds right after the POST
+        page = open_page(browser, f"{server.base}/?endpoint={endpoint.url}")
+        assert not page.is_visible("#refused") and page.inner_text("#endpoint") == endpoint.url
+        page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "empty.txt"))
+        page.click(".uppy-StatusBar-actionBtn--upload")
+        until(page, "window.seen.success.length === 1")
+        assert page.evaluate("window.seen.success") == [hostile]
+        assert any(request.startswith("POST /files/") for request in endpoint.requests)  # the listed endpoint was used
+        assert page.locator("#finished li").count() == 1 and "empty.txt" in page.inner_text("#finished li")
+        assert page.locator("#finished a").count() == 0
+        assert page.locator("a[href^='javascript:' i]").count() == 0  # nowhere on the page, Uppy's Dashboard included
+        page.locator("#finished li").first.click()
+        assert page.title() == "Upload files · tusd-py"
+        page.reload()  # the list comes back from localStorage: still no link
+        until(page, "window.uppy !== undefined")
+        assert page.locator("#finished li").count() == 1 and page.locator("#finished a").count() == 0
+
+
+def test_page_and_assets_carry_a_csp_the_page_works_under(make_server, browser, static_site, tmp_path: Path) -> None:
+    server = make_server(ui_endpoints="http://127.0.0.1:9/files/")
+    for path in ("/", "/ui/index.html", "/ui/app.js"):
+        policy = requests.get(server.base + path, timeout=10).headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'self'" in policy
+        assert "connect-src 'self' http://127.0.0.1:9;" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    data = make_file(tmp_path / "photo.png", 300_000, 4)
+    page = browser.pages[0] if browser.pages else browser.new_page()
+    page.add_init_script(WATCH_CSP.join(("(", ")()")))
+    page = open_page(browser, server.base + "/")
+    page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "photo.png"))
+    page.click(".uppy-StatusBar-actionBtn--upload")
+    until(page, "window.seen.success.length === 1")
+    assert requests.get(page.evaluate("window.seen.success")[0], timeout=30).content == data
+    assert page.evaluate("window.violations") == []  # nothing the page needs is blocked
+
+    # Another origin cannot frame the page; the operator can let one.
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    site = static_site(site_dir)
+    allowed = make_server(ui_frame_ancestors=f"'self' {site}")
+    assert f"frame-ancestors 'self' {site}" in requests.get(allowed.base + "/", timeout=10).headers["Content-Security-Policy"]
+    (site_dir / "refused.html").write_text(f'<iframe src="{server.base}/"></iframe>')
+    (site_dir / "allowed.html").write_text(f'<iframe src="{allowed.base}/"></iframe>')
+    framing = browser.new_page()
+    framing.goto(f"{site}/allowed.html")
+    until(framing.frames[1], "() => window.uppy !== undefined")
+    framing.goto(f"{site}/refused.html")
+    framing.wait_for_load_state("load")
+    framing.wait_for_timeout(1000)
+    assert framing.frames[1].evaluate("() => typeof window.uppy") == "undefined"

@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from tusclient.exceptions import TusCommunicationError
 
+from tests.support import stub_server
 from tus_upload.cli import main, parse_size
 from tus_upload.files import FileRange, split
 from tus_upload.resume import Entry, ResumeStore
@@ -185,12 +186,8 @@ class ConcatServer(BaseHTTPRequestHandler):
 def concat_server() -> Iterator[str]:
     ConcatServer.uploads = {}
     ConcatServer.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ConcatServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
-    httpd.shutdown()
-    httpd.server_close()
+    with stub_server(ConcatServer) as url:
+        yield url
 
 
 def test_parallel_sends_partials_then_a_final_concatenation(concat_server: str, tmp_path: Path) -> None:
@@ -244,3 +241,36 @@ def test_parallel_resumes_each_part(concat_server: str, tmp_path: Path) -> None:
     patches = [(path_, h["upload-offset"]) for method, path_, h in ConcatServer.requests if method == "PATCH"]
     assert sorted(patches) == [("/files/part0", "50"), ("/files/part1", "50")]
     assert bytes(ConcatServer.uploads[record["url"].rsplit("/", 1)[1]]["data"]) == data
+
+
+def test_chunk_size_for_big_checksummed_uploads() -> None:
+    from tus_upload.transfer import MAX_CHUNK, WHOLE, Uploader, chunk_size_for
+
+    MiB = 1 << 20
+    whole = Uploader.DEFAULT_CHUNK_SIZE
+    assert chunk_size_for(64 * MiB, None, True) == whole  # up to the threshold: one PATCH
+    assert chunk_size_for(64 * MiB + 1, None, True) == 9 * MiB  # an eighth, rounded up to MiB
+    assert chunk_size_for(300_000_000, None, True) == 36 * MiB
+    assert chunk_size_for(10 << 30, None, True) == MAX_CHUNK == 64 * MiB
+    assert chunk_size_for(10 << 30, None, False) == whole  # without checksums the server keeps what arrived
+    assert chunk_size_for(10 << 30, WHOLE, True) == whole
+    assert chunk_size_for(10 << 30, 8 * MiB, True) == 8 * MiB
+
+
+def test_printable_escapes_every_control_character() -> None:
+    from tus_upload.display import printable
+
+    assert printable("plain text, ünïcode ✓") == "plain text, ünïcode ✓"
+    assert printable("a\x1b[2Jb\x07\x00\x7f\x9b\r\n\t\u202e") == "a\\x1b[2Jb\\x07\\x00\\x7f\\x9b\\x0d\\x0a\\x09\\u202e"
+    assert all(printable(chr(code)).startswith("\\x") for code in [*range(0x20), *range(0x7F, 0xA0)])
+
+
+def test_parse_repr_digest() -> None:
+    from tus_upload.verify import parse_repr_digest
+
+    digest = hashlib.sha256(b"x").digest()
+    value = f"sha-256=:{base64.b64encode(digest).decode()}:"
+    assert parse_repr_digest(value) == ("sha256", digest)
+    assert parse_repr_digest(f"md5=:AAAA:, {value}") == ("sha256", digest)  # unknown algorithms are skipped
+    assert parse_repr_digest("sha-256=notbytes") is None
+    assert parse_repr_digest("((garbage") is None

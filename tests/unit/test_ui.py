@@ -65,3 +65,29 @@ def test_unbuilt_page_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.M
 
 def test_base_path_root_leaves_no_room_for_the_page(dist: Path) -> None:
     assert ui.ui_routes(Config(base_path="/")) == []
+
+
+def test_listed_endpoints_go_into_the_page_and_its_policy(dist: Path) -> None:
+    template = TEMPLATE.replace("</head>", '<meta name="tus-endpoints" content=""></head>')
+    page = ui.render(template, "/files/", ("https://a.example/files/", "http://127.0.0.1:8080/up/"))
+    assert '<meta name="tus-endpoints" content="https://a.example/files/ http://127.0.0.1:8080/up/">' in page
+    policy = ui.content_security_policy(Config(ui_endpoints=("https://a.example/files/", "http://127.0.0.1:8080/up/")))
+    assert "connect-src 'self' http://127.0.0.1:8080 https://a.example;" in policy
+    assert policy.endswith("frame-ancestors 'self'")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ui_endpoints": ("javascript:alert(1)",)},
+        {"ui_endpoints": ("/files/",)},
+        {"ui_endpoints": ("https://a.example/; script-src *",)},
+        {"ui_endpoints": ('https://a.example/"><script>',)},
+        {"ui_frame_ancestors": "'self'; script-src *"},
+        {"ui_frame_ancestors": "'unsafe-inline'"},
+        {"ui_frame_ancestors": ""},
+    ],
+)
+def test_nothing_can_be_injected_into_the_policy(options: dict) -> None:
+    with pytest.raises(ValueError):
+        Config(**options)

@@ -25,6 +25,7 @@ from tusd_py.hooks.base import (
     Reject,
     Transport,
 )
+from tusd_py.hooks.capacity import HookCapacity
 
 
 def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], metrics: HookMetrics | None = None) -> Hooks:
@@ -34,10 +35,11 @@ def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], met
     if unknown:
         raise ValueError(f"unknown hook events: {', '.join(sorted(unknown))} (known: {', '.join(EVENTS)})")
     transports: list[Transport] = []
+    capacity = HookCapacity(config.hooks_concurrency)
     if config.hooks_module:
         from tusd_py.hooks.module import ModuleTransport
 
-        transports.append(ModuleTransport(config.hooks_module, events=events))
+        transports.append(ModuleTransport(config.hooks_module, events=events, capacity=capacity))
     if config.hooks_http:
         from tusd_py.hooks.http import HttpTransport
 
@@ -64,6 +66,8 @@ def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], met
         progress_interval=config.progress_interval,
         storage=storage,
         metrics=metrics,
+        capacity=capacity,
+        queue_size=config.hooks_queue_size,
     )
 
 

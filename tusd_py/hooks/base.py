@@ -10,11 +10,16 @@ awaited: a transport may reject them (the request is answered with the hook's
 status or the table's default), and `pre-create` may change the id and metadata.
 A transport that fails or takes longer than `timeout` rejects the request with a
 5xx (ERR_HOOK_FAILED 502, ERR_HOOK_TIMEOUT 504); the caller has changed nothing
-yet, and its lock is released as the error unwinds.
+yet, and its lock is released as the error unwinds. Blocking calls take one of a
+bounded number of slots (`capacity.py`): with none free, 503 ERR_HOOKS_BUSY at once.
 
-Notifications (`post-*`) are queued per transport and delivered in order by one
-background task, so a slow receiver never slows a request; a failing one is
-logged and counted, and the request does not notice.
+Notifications (`post-*`) are queued and delivered in order by background tasks,
+so a slow receiver never slows a request; a failing one is logged and counted,
+and the request does not notice. Each transport has two queues, each with its
+own task (`_Lane`): progress (`post-create`, `post-receive`, which any client makes
+cheaply and in numbers) and outcomes (`post-finish`, `post-terminate`). An outcome
+never waits behind progress and is never dropped; progress past the queue's size
+is dropped and counted (`tusd_py_hook_events_dropped_total`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 from starlette.requests import Request
 
 from tusd_py import protocol as p
+from tusd_py.hooks.capacity import HookCapacity, HooksBusy
 from tusd_py.state.base import Upload
 
 logger = logging.getLogger("tusd_py.hooks")
@@ -55,9 +62,12 @@ _REJECTIONS = {
 }
 # Errors that come from hooks: a POST with a body reports them even though the upload exists.
 HOOK_ERROR_CODES = frozenset(
-    {error.code for error in _REJECTIONS.values()} | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code}
+    {error.code for error in _REJECTIONS.values()}
+    | {p.ERR_UNAUTHORIZED.code, p.ERR_HOOK_FAILED.code, p.ERR_HOOK_TIMEOUT.code, p.ERR_HOOKS_BUSY.code}
 )
-QUEUE_SIZE = 10_000  # notifications waiting per transport; past it they are dropped (and counted)
+QUEUE_SIZE = 10_000  # default of --hooks-queue-size: notifications waiting per transport and kind
+URGENT = frozenset({POST_FINISH, POST_TERMINATE})  # never dropped, never behind progress
+DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped progress events
 
 
 class HookFailed(Exception):
@@ -121,15 +131,19 @@ class HookUpload:
 @dataclass
 class HookEvent:
     type: str
-    upload: HookUpload | None  # None for `authorize` on a creation (POST): no upload exists yet
+    # None for `authorize` when no record exists: a creation (POST, `upload_id` None), or an
+    # id nobody created, or that was terminated (`upload_id` names it).
+    upload: HookUpload | None
     request: HookRequest | None
+    upload_id: str | None = None  # the upload the event is about; None only for a creation
 
     def to_dict(self) -> dict[str, Any]:
         upload = None
         if self.upload is not None:
             upload = asdict(self.upload)
             upload["size_is_deferred"] = self.upload.size_is_deferred
-        return {"type": self.type, "upload": upload, "request": asdict(self.request) if self.request else None}
+        request = asdict(self.request) if self.request else None
+        return {"type": self.type, "upload_id": self.upload_id, "upload": upload, "request": request}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -153,21 +167,35 @@ class HookResponse:
 
     @classmethod
     def parse(cls, value: object) -> HookResponse | None:
-        """A transport's answer (None, a HookResponse or a dict of the same fields), checked."""
-        if value is None or isinstance(value, HookResponse):
-            return value
+        """A transport's answer (None, a HookResponse or a dict of the same fields), checked.
+
+        Every answer goes through here, whoever made it (a dict, a returned or raised
+        HookResponse, `Reject(...)`, a webhook's reply), so that nothing a hook says can
+        make a response the server cannot send: a status outside 400..599 (a 3xx would
+        redirect, a 2xx would let the request through), a header that is not a token
+        or whose value is not latin-1 without control characters, a header that frames
+        the response. Any of those is HookFailed: the request gets 502, the log says why.
+        """
+        if value is None:
+            return None
+        if isinstance(value, HookResponse):
+            value = asdict(value)
         if not isinstance(value, Mapping):
             raise HookFailed(f"a hook answered with {type(value).__name__}, not an object")
         unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata"}
         if unknown:
-            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(unknown))}")
+            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(map(str, unknown)))[:200]}")
+        if not isinstance(value.get("reject", False), bool):
+            raise HookFailed("a hook's reject must be true or false")
         status = value.get("status")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
-            raise HookFailed("a hook's status must be an integer from 400 to 599")
+            raise HookFailed(f"a hook's status must be an integer from 400 to 599, not {status!r:.40}")
         headers = value.get("headers") or {}
         metadata = value.get("metadata")
         if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise HookFailed("a hook's headers must map strings to strings")
+        for name, header_value in headers.items():
+            _check_header(name, header_value)
         if metadata is not None and (
             not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
         ):
@@ -183,6 +211,27 @@ class HookResponse:
             id=value.get("id"),
             metadata=dict(metadata) if metadata is not None else None,
         )
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
+_VALUE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")  # latin-1 only is checked apart
+# Headers that describe the body or the connection are the server's, never a hook's.
+_SERVER_HEADERS = frozenset(
+    {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"}
+)
+
+
+def _check_header(name: str, value: str) -> None:
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise HookFailed(f"a hook's header name {name!r:.60} is not a token")
+    if name.lower() in _SERVER_HEADERS:
+        raise HookFailed(f"a hook may not set {name}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise HookFailed(f"a hook's {name} header is not latin-1") from None
+    if _VALUE_RE.fullmatch(value) is None:
+        raise HookFailed(f"a hook's {name} header has control characters")
 
 
 class Transport(Protocol):
@@ -204,6 +253,42 @@ class HookMetrics(Protocol):
 
     def hook_failed(self, event_type: str, transport: str) -> None: ...
 
+    def hook_dropped(self, event_type: str, transport: str) -> None: ...
+
+
+class _Lane:
+    """One transport's queue of one kind of notification, delivered in order by one task.
+
+    A progress lane holds at most `limit` events and drops what comes past it. An
+    urgent lane (post-finish, post-terminate) drops nothing: past `limit` the event
+    is queued all the same and `room` is cleared until the lane is back under it;
+    the request that caused the event waits for `room` before it is answered, so
+    memory stays bounded by the requests that wait.
+    """
+
+    def __init__(self, limit: int, *, urgent: bool) -> None:
+        self.limit = limit
+        self.urgent = urgent
+        self.queue: asyncio.Queue[HookEvent] = asyncio.Queue()  # bounded in `put`
+        self.room = asyncio.Event()
+        self.room.set()
+        self.worker: asyncio.Task[None] | None = None
+
+    def put(self, event: HookEvent) -> bool:
+        """Queue `event`; False when a progress lane is full and drops it."""
+        if self.queue.qsize() >= self.limit:
+            if not self.urgent:
+                return False
+            self.room.clear()
+        self.queue.put_nowait(event)
+        return True
+
+    async def get(self) -> HookEvent:
+        event = await self.queue.get()
+        if self.queue.qsize() < self.limit:
+            self.room.set()
+        return event
+
 
 _current_request: contextvars.ContextVar[HookRequest | None] = contextvars.ContextVar("tusd_py_hook_request", default=None)
 
@@ -222,8 +307,7 @@ def rejection(event_type: str, response: HookResponse) -> p.TusError:
     if event_type == AUTHORIZE and response.status == 401:
         default = p.ERR_UNAUTHORIZED
     message = " ".join((response.message or default.message).split())[:200] or default.message
-    headers = tuple((name, value) for name, value in response.headers.items() if not p.has_forbidden_header_chars(name + value))
-    return p.TusError(response.status or default.status, default.code, message, headers)
+    return p.TusError(response.status or default.status, default.code, message, tuple(response.headers.items()))
 
 
 class Hooks:
@@ -237,15 +321,20 @@ class Hooks:
         progress_interval: float = 1.0,
         storage: Callable[[str], dict[str, str]] = lambda upload_id: {},
         metrics: HookMetrics | None = None,
+        capacity: HookCapacity | None = None,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.transports = list(transports)
         self.timeout = timeout
+        self.capacity = capacity or HookCapacity()
         self.progress_interval = progress_interval
         self.storage = storage
         self.metrics = metrics
         self._wanted = {event: [t for t in self.transports if t.handles(event)] for event in EVENTS}
-        self._queues: dict[str, asyncio.Queue[HookEvent]] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self.queue_size = queue_size
+        self._lanes: dict[tuple[str, bool], _Lane] = {}  # (transport, urgent)
+        self._dropped: dict[tuple[str, str], int] = {}  # not yet logged, by (event, transport)
+        self._drops_logged = 0.0
         self._last_progress: dict[str, float] = {}
 
     def wants(self, event_type: str) -> bool:
@@ -263,7 +352,7 @@ class Hooks:
         if self.transports:
             _current_request.set(HookRequest.from_request(request, method))
 
-    def event(self, event_type: str, upload: Upload | None, **changes: object) -> HookEvent:
+    def event(self, event_type: str, upload: Upload | None, upload_id: str | None = None, **changes: object) -> HookEvent:
         view = None
         if upload is not None:
             if changes:
@@ -281,14 +370,16 @@ class Hooks:
                 expires=upload.expires,
                 storage=self.storage(upload.id),
             )
-        return HookEvent(event_type, view, _current_request.get())
+        return HookEvent(event_type, view, _current_request.get(), upload.id if upload is not None else upload_id)
 
     # -- blocking events -----------------------------------------------------------
 
-    async def authorize(self, upload: Upload | None) -> None:
-        """Every request but OPTIONS, before anything else happens (for POST: `upload` is None)."""
+    async def authorize(self, upload: Upload | None, upload_id: str | None = None) -> None:
+        """Every request but OPTIONS, before anything else happens, and each part a final
+        upload lists. `upload` is the record (tombstones too), None when there is none:
+        for a creation (`upload_id` None) or an id that names no upload."""
         if self._wanted[AUTHORIZE]:
-            await self._blocking(self.event(AUTHORIZE, upload))
+            await self._blocking(self.event(AUTHORIZE, upload, upload_id))
 
     async def pre_create(self, upload: Upload) -> Upload:
         """May reject the creation, or return the upload with another id or metadata."""
@@ -320,16 +411,28 @@ class Hooks:
             await self._blocking(self.event(PRE_TERMINATE, upload))
 
     async def _blocking(self, event: HookEvent) -> HookResponse:
+        try:
+            with self.capacity.slot():
+                return await self._ask(event)
+        except HooksBusy as exc:
+            logger.warning("%s hook refused: %s", event.type, exc)
+            raise p.ERR_HOOKS_BUSY(Retry_After="1") from None
+
+    async def _ask(self, event: HookEvent) -> HookResponse:
         merged = HookResponse()
         for transport in self._wanted[event.type]:
             self._count(event.type, transport.name, failed=False)
             try:
-                response = HookResponse.parse(await asyncio.wait_for(transport.deliver(event), self.timeout))
+                try:
+                    answer: object = await asyncio.wait_for(transport.deliver(event), self.timeout)
+                except Reject as exc:
+                    answer = exc.response
+                response = HookResponse.parse(answer)  # whatever the path, checked
             except (asyncio.TimeoutError, HookTimeout) as exc:
                 self._log_failure(event.type, transport.name, f"no answer in time ({exc or self.timeout})")
                 raise p.ERR_HOOK_TIMEOUT() from None
-            except Reject as exc:
-                response = exc.response
+            except HooksBusy:
+                raise
             except Exception as exc:
                 self._log_failure(event.type, transport.name, repr(exc))
                 raise p.ERR_HOOK_FAILED() from None
@@ -359,39 +462,55 @@ class Hooks:
         elif last is not None and now - last < self.progress_interval:
             return
         else:
-            if len(self._last_progress) >= QUEUE_SIZE:
+            if len(self._last_progress) >= self.queue_size:
                 self._last_progress.clear()
             self._last_progress[upload.id] = now
         self._notify(POST_RECEIVE, upload)
 
-    def post_finish(self, upload: Upload) -> None:
-        self._notify(POST_FINISH, upload)
+    def post_finish(self, upload: Upload) -> Awaitable[Any]:
+        """Queued at once, never dropped; await the result: it is done when the queue has
+        room (at once, unless `queue_size` outcomes are already waiting)."""
+        return self._room(self._notify(POST_FINISH, upload))
 
-    def post_terminate(self, upload: Upload) -> None:
-        self._notify(POST_TERMINATE, upload, state="terminated")
+    def post_terminate(self, upload: Upload) -> Awaitable[Any]:
+        """As `post_finish`."""
+        return self._room(self._notify(POST_TERMINATE, upload, state="terminated"))
 
-    def _notify(self, event_type: str, upload: Upload, **changes: object) -> None:
+    def _notify(self, event_type: str, upload: Upload, **changes: object) -> list[_Lane]:
+        """Queue the event for each transport that wants it; returns the full urgent lanes."""
         transports = self._wanted[event_type]
         if not transports:
-            return
+            return []
         event = self.event(event_type, upload, **changes)
+        urgent = event_type in URGENT
+        full = []
         for transport in transports:
-            queue = self._queue(transport)
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._log_failure(event_type, transport.name, "queue full, event dropped")
+            lane = self._lane(transport, urgent)
+            if not lane.put(event):
+                self._drop(event_type, transport.name)
+            elif not lane.room.is_set():
+                full.append(lane)
+        return full
 
-    def _queue(self, transport: Transport) -> asyncio.Queue[HookEvent]:
-        queue = self._queues.get(transport.name)
-        if queue is None:
-            queue = self._queues[transport.name] = asyncio.Queue(QUEUE_SIZE)
-            self._workers.append(asyncio.create_task(self._deliver_all(transport, queue)))
-        return queue
+    @staticmethod
+    def _room(full: list[_Lane]) -> asyncio.Future[Any]:
+        """Done once every lane in `full` has room again (at once for none)."""
+        if full:
+            return asyncio.ensure_future(asyncio.gather(*(lane.room.wait() for lane in full)))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
-    async def _deliver_all(self, transport: Transport, queue: asyncio.Queue[HookEvent]) -> None:
+    def _lane(self, transport: Transport, urgent: bool) -> _Lane:
+        lane = self._lanes.get((transport.name, urgent))
+        if lane is None:
+            lane = self._lanes[(transport.name, urgent)] = _Lane(self.queue_size, urgent=urgent)
+            lane.worker = asyncio.create_task(self._deliver_all(transport, lane))
+        return lane
+
+    async def _deliver_all(self, transport: Transport, lane: _Lane) -> None:
         while True:
-            event = await queue.get()
+            event = await lane.get()
             self._count(event.type, transport.name, failed=False)
             try:
                 await asyncio.wait_for(transport.deliver(event), self.timeout)
@@ -400,7 +519,20 @@ class Hooks:
             except Exception as exc:
                 self._log_failure(event.type, transport.name, repr(exc) if str(exc) else type(exc).__name__)
             finally:
-                queue.task_done()
+                lane.queue.task_done()
+
+    def _drop(self, event_type: str, transport: str) -> None:
+        """A progress event found its queue full: counted always, logged now and then."""
+        if self.metrics is not None:
+            self.metrics.hook_dropped(event_type, transport)
+        key = (event_type, transport)
+        self._dropped[key] = self._dropped.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._drops_logged >= DROP_LOG_INTERVAL:
+            self._drops_logged = now
+            counts = ", ".join(f"{count} {event} ({name})" for (event, name), count in self._dropped.items())
+            logger.warning("hook queues full (%s events each): dropped %s", self.queue_size, counts)
+            self._dropped.clear()
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -414,12 +546,13 @@ class Hooks:
 
     async def close(self, drain: float = 5.0) -> None:
         """Deliver what is queued (for at most `drain` seconds), then stop."""
-        if self._queues:
+        if self._lanes:
             try:
-                await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), drain)
+                await asyncio.wait_for(asyncio.gather(*(lane.queue.join() for lane in self._lanes.values())), drain)
             except asyncio.TimeoutError:
                 logger.warning("hook notifications still queued at shutdown were dropped")
-        for worker in self._workers:
-            worker.cancel()
+        for lane in self._lanes.values():
+            if lane.worker is not None:
+                lane.worker.cancel()
         for transport in self.transports:
             await transport.close()

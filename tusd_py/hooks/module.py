@@ -2,26 +2,27 @@
 
 The module defines functions named after the events, with underscores
 (`pre_create`, `post_finish`, `authorize`, ...), each taking one `HookEvent`.
-They may be plain functions (run on a worker thread, so they may block) or
-coroutines (run on the server's event loop, so they must not). A function
+They may be plain functions (run on a hook thread, so they may block; see
+`capacity.py`) or coroutines (run on the server's event loop, so they must not). A function
 returns None to let the request go on, or a `HookResponse` (or a dict with its
 fields), or raises `Reject(status, message)`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 from typing import Any, Callable, Iterable
 
-from tusd_py.hooks.base import EVENTS, HookEvent, HookResponse, Reject
+from tusd_py.hooks.base import BLOCKING, EVENTS, HookEvent, HookResponse, Reject
+from tusd_py.hooks.capacity import HookCapacity
 
 
 class ModuleTransport:
     name = "module"
 
-    def __init__(self, module_name: str, *, events: Iterable[str] = EVENTS) -> None:
+    def __init__(self, module_name: str, *, events: Iterable[str] = EVENTS, capacity: HookCapacity | None = None) -> None:
+        self.capacity = capacity or HookCapacity()
         module = importlib.import_module(module_name)
         self.module_name = module_name
         self.functions: dict[str, Callable[[HookEvent], Any]] = {}
@@ -41,7 +42,8 @@ class ModuleTransport:
             if inspect.iscoroutinefunction(function):
                 result = await function(event)
             else:
-                result = await asyncio.to_thread(function, event)
+                # A request waiting on a blocking event never queues for a thread; a notification may.
+                result = await self.capacity.run(function, event, wait=event.type not in BLOCKING)
                 if inspect.isawaitable(result):
                     result = await result
         except Reject as rejected:

@@ -200,7 +200,20 @@ class StateStore(Protocol):
         """Ids of final uploads not yet assembled that list `part_id`."""
 
     async def pending_finals(self, limit: int) -> list[str]:
-        """Ids of final uploads not yet assembled (oldest first), for periodic re-checks."""
+        """Ids of final uploads not yet assembled (oldest first)."""
+
+    # A final upload's wait on a part is *settled* once that part is finished, expired or
+    # gone. The store settles waits in the same atomic step that finishes, expires or
+    # deletes the part (`commit_offset`, `declare_length`, `mark_expired`, `delete`), and
+    # `create_final` settles at once the waits on parts that are so already. So a part
+    # changing costs O(finals waiting on it), and only finals with nothing left to wait
+    # for are ever looked at, whatever the instance and even after a crash.
+
+    async def finals_ready(self, part_id: str) -> list[str]:
+        """Ids of final uploads not yet assembled that list `part_id` and whose every wait is settled."""
+
+    async def ready_finals(self, limit: int) -> list[str]:
+        """Ids of final uploads not yet assembled whose every wait is settled (for the sweep's re-check)."""
 
     async def finish_final(self, final_id: str) -> bool:
         """Mark an assembled final upload complete (offset = length) and forget what it

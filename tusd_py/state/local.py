@@ -80,10 +80,25 @@ CREATE INDEX IF NOT EXISTS uploads_pending_finals ON uploads (created) WHERE par
 CREATE TABLE IF NOT EXISTS concat_waiters (
     part TEXT NOT NULL,
     final TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (part, final)
 );
 CREATE INDEX IF NOT EXISTS concat_waiters_final ON concat_waiters (final);
 """
+# A wait is settled once its part is finished, expired or gone: a final upload all of whose
+# waits are settled needs a look (`finals_ready`, `ready_finals`), the others do not. The
+# triggers settle waits in the very statement that finishes, expires or deletes the part,
+# so the count can never lag behind the records (a crash in between is impossible).
+_SETTLE_SCHEMA = f"""
+CREATE INDEX IF NOT EXISTS concat_waiters_unsettled ON concat_waiters (final) WHERE settled = 0;
+CREATE TRIGGER IF NOT EXISTS concat_settle_on_state AFTER UPDATE OF state ON uploads
+WHEN NEW.partial = 1 AND NEW.state IN ('{FINISHED}', '{EXPIRED}') AND OLD.state != NEW.state
+BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = NEW.id AND settled = 0; END;
+CREATE TRIGGER IF NOT EXISTS concat_settle_on_delete AFTER DELETE ON uploads WHEN OLD.partial = 1
+BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = OLD.id AND settled = 0; END;
+"""
+_ALL_SETTLED = "NOT EXISTS (SELECT 1 FROM concat_waiters u WHERE u.final = {final} AND u.settled = 0)"
+_UNSETTLED = f"EXISTS (SELECT 1 FROM uploads p WHERE p.id = concat_waiters.part AND p.state NOT IN ('{FINISHED}', '{EXPIRED}'))"
 
 
 @contextmanager
@@ -137,6 +152,10 @@ class LocalStateStore:
             for column, kind in _ADDED_COLUMNS.items():
                 if column not in present:
                     db.execute(f"ALTER TABLE uploads ADD COLUMN {column} {kind}")
+            if "settled" not in {row[1] for row in db.execute("PRAGMA table_info(concat_waiters)")}:
+                db.execute("ALTER TABLE concat_waiters ADD COLUMN settled INTEGER NOT NULL DEFAULT 0")
+                db.execute(f"UPDATE concat_waiters SET settled = 1 WHERE NOT {_UNSETTLED}")  # waits of older releases
+            db.executescript(_SETTLE_SCHEMA)
             self._db = db
         return self._db
 
@@ -414,6 +433,8 @@ class LocalStateStore:
                     "INSERT OR IGNORE INTO concat_waiters (part, final) VALUES (?, ?)",
                     [(part, upload.id) for part in set(upload.parts)],
                 )
+                # Parts finished (or gone) already are settled from the start, in the same transaction.
+                db.execute(f"UPDATE concat_waiters SET settled = 1 WHERE final = ? AND NOT {_UNSETTLED}", (upload.id,))
             return True
 
         return await self._run(run)
@@ -421,6 +442,27 @@ class LocalStateStore:
     async def finals_waiting_on(self, part_id: str) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
             return [row[0] for row in db.execute("SELECT final FROM concat_waiters WHERE part = ?", (part_id,))]
+
+        return await self._run(run)
+
+    async def finals_ready(self, part_id: str) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                f"SELECT final FROM concat_waiters w WHERE part = ? AND {_ALL_SETTLED.format(final='w.final')} ORDER BY final",
+                (part_id,),
+            )
+            return [row[0] for row in rows]
+
+        return await self._run(run)
+
+    async def ready_finals(self, limit: int) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                f"SELECT id FROM uploads WHERE parts != '' AND state = ? AND {_ALL_SETTLED.format(final='uploads.id')}"
+                " ORDER BY created LIMIT ?",
+                (CREATED, limit),
+            )
+            return [row[0] for row in rows]
 
         return await self._run(run)
 

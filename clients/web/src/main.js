@@ -12,9 +12,32 @@ import './page.css'
 
 const MiB = 1024 * 1024
 const params = new URLSearchParams(window.location.search)
+
+// An http(s) URL, absolute (relative ones are taken relative to this page), or null.
+function webUrl(value) {
+  try {
+    const url = new URL(value, window.location.href)
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null
+  } catch {
+    return null
+  }
+}
+
+// Where files go. Served by tusd-py, the page uploads to its server's endpoint, or to one its
+// operator listed (--ui-endpoints) when ?endpoint= names it: a crafted link on the trusted origin
+// cannot send a visitor's files elsewhere. A copy hosted elsewhere with neither meta set takes
+// any http(s) ?endpoint=, so that it can name the server it is for.
 const served = document.querySelector('meta[name="tus-endpoint"]')?.content
-// ?endpoint= wins, so that a page on another origin can name the server; relative to this page.
-const endpoint = new URL(params.get('endpoint') || served || '/files/', window.location.href).href
+const listed = (document.querySelector('meta[name="tus-endpoints"]')?.content || '').split(/\s+/)
+const allowed = [served, ...listed].filter(Boolean).map(webUrl).filter(Boolean)
+const requested = params.get('endpoint')
+const wanted = requested ? webUrl(requested) : null
+const acceptable = wanted && (allowed.length === 0 || allowed.includes(wanted))
+const endpoint = acceptable ? wanted : webUrl(served || '/files/')
+if (requested && !acceptable) {
+  document.getElementById('refused-endpoint').textContent = requested
+  document.getElementById('refused').hidden = false
+}
 const chunkSize = Number(params.get('chunkSize')) || Infinity // default: one PATCH per file, like tus-js-client
 
 const uppy = new Uppy({ id: 'tusd-py', debug: params.has('debug') })
@@ -25,6 +48,7 @@ const uppy = new Uppy({ id: 'tusd-py', debug: params.has('debug') })
     height: 440,
     showProgressDetails: true,
     proudlyDisplayPoweredByUppy: false,
+    showLinkToFileUploadResult: false, // upload URLs become links only in our list, where they are checked
     note: 'Uploads resume where they stopped, even after a reload.',
   })
   .use(Tus, {
@@ -57,11 +81,17 @@ function renderFinished() {
   list.replaceChildren(
     ...finished.map(({ name, size, url }) => {
       const item = document.createElement('li')
-      const link = document.createElement('a')
-      link.href = url
-      link.textContent = name
-      link.setAttribute('download', name)
-      item.append(link, ` (${size.toLocaleString()} bytes)`)
+      // The upload URL is the server's Location: a link only when it is http(s), never
+      // `javascript:` or `data:` from a hostile or broken server.
+      const href = webUrl(url)
+      const label = document.createElement(href ? 'a' : 'span')
+      label.textContent = name
+      if (href) {
+        label.href = href
+        label.setAttribute('download', name)
+      }
+      item.append(label, ` (${Number(size).toLocaleString()} bytes)`)
+      if (!href) item.append(' (no download link: the server answered with an unusable address)')
       return item
     }),
   )
