@@ -6,7 +6,7 @@ from typing import Iterator
 import pytest
 
 from tests.redis_topologies import RedisClusterNodes
-from tests.support import RedisServer, TusServer
+from tests.support import S3_CREDENTIALS, RedisServer, TusServer
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +93,10 @@ def proxies() -> Iterator:
     yield make
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test S3 servers' access key in the environment, where botocore's chain finds it."""
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)

