@@ -21,8 +21,8 @@ _TOO_LARGE = {"EntityTooLarge"}
 class S3StoreError(OSError):
     """Base of everything this package raises.
 
-    An OSError, so today's Writer contract (`error: OSError | None`) and the
-    router's OSError -> 503 mapping already hold for it.
+    An OSError, so the Writer contract (`error: OSError | None`) and the
+    engine's OSError -> 503 mapping (`tusd_py/errors.py` `storage_error`) hold for it.
     """
 
 

@@ -25,10 +25,10 @@ Defaults, and why:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.config import Config
 
 MiB = 1024 * 1024
 
@@ -62,12 +62,11 @@ class S3Options:
         """The prefix as a folder: empty, or ending in '/'."""
         return self.prefix if not self.prefix or self.prefix.endswith("/") else self.prefix + "/"
 
-    def client_config(self) -> Config:
-        checksums = "when_supported" if self.request_checksums else "when_required"
-        s3: dict[str, Any] = {"addressing_style": "path" if self.path_style else "auto"}
-        return Config(
+    def client_config(self) -> AioConfig:
+        checksums: Literal["when_supported", "when_required"] = "when_supported" if self.request_checksums else "when_required"
+        return AioConfig(
             region_name=self.region,
-            s3=s3,
+            s3={"addressing_style": "path" if self.path_style else "auto"},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             retries={"mode": "standard", "total_max_attempts": self.attempts},

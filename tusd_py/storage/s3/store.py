@@ -1,11 +1,14 @@
-"""The S3 data store: today's `storage.base.DataStore`, as far as an object store fits it.
+"""The S3 data store: the core `storage.base.DataStore` and the capabilities an object store has.
 
 Each tus upload is one object, built by one multipart upload; `S3Writer` streams
 bodies into it and `concat.concatenate` assembles final uploads. This module
 holds the upload's life around that: create (the multipart upload and the
 `.info` record), finish (CompleteMultipartUpload), read, delete, the sweeper's
-orphan listing and the start-up bucket check. See the package docstring for
-what the engine must give it beyond today's protocol.
+orphan listing and the start-up bucket check. Of the capabilities it has
+`ReadableDataStore` (finished uploads only) and `ConcatenatingDataStore`, and
+its `finish(upload_id, length)` is the call the engine makes at completion
+(today under `RandomAccessDataStore`'s name); it has no random-access writes.
+See the package docstring for what the engine must give it beyond that contract.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class S3Store:
         while len(self._handles) > _HANDLES_KEPT:
             self._sent.pop(self._handles.popitem(last=False)[0], None)
 
-    # -- the DataStore protocol ----------------------------------------------
+    # -- the DataStore core and its capabilities ----------------------------
 
     async def create(
         self,
@@ -285,7 +288,7 @@ def _choose(listed: list[Part], length: int, size: int, sent: dict[int, str]) ->
 
 
 class AdapterWriter:
-    """Today's `Writer` protocol over `S3Writer`: the record is looked up on first use."""
+    """The `storage.base.Writer` protocol over `S3Writer`: the record is looked up on first use."""
 
     def __init__(self, store: S3Store, upload_id: str, offset: int, *, length: int | None, hasher: Hasher | None) -> None:
         self.store = store
@@ -330,8 +333,12 @@ class AdapterWriter:
         return self.written
 
 
-if TYPE_CHECKING:  # the adapter fits today's protocol (mypy checks this line)
-    from tusd_py.storage.base import DataStore, Writer
+if TYPE_CHECKING:  # the adapter fits the core and the capabilities it declares (mypy checks these lines)
+    from tusd_py.storage.base import ConcatenatingDataStore, DataStore, RandomAccessDataStore, ReadableDataStore, Writer
 
-    _store: DataStore = S3Store(S3Options(bucket="-"))
+    _s3 = S3Store(S3Options(bucket="-"))
+    _store: DataStore = _s3
     _writer: Writer = _store.writer("-", 0)
+    _readable: ReadableDataStore = _s3
+    _concatenating: ConcatenatingDataStore = _s3
+    _completing: RandomAccessDataStore = _s3  # the engine's completion call; see the package docstring, point 4

@@ -36,7 +36,7 @@ from tusd_py.storage.s3.partsize import MAX_PARTS
 
 
 class S3Writer:
-    """Puts bytes at `offset` onwards (today's `storage.base.Writer`, plus `finish(verified=)`)."""
+    """Puts bytes at `offset` onwards (`storage.base.Writer`, plus `finish(verified=)`)."""
 
     def __init__(
         self,
