@@ -18,17 +18,16 @@ the device. Where O_DIRECT is refused, the store goes back to the page cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import mmap
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 from tusd_py.checksum import Hasher
+from tusd_py.storage.file_concat import assemble
 
 _IOV_MAX = 1024
 INLINE_WRITE_LIMIT = 64 * 1024  # batches this small are written on the loop: cheaper than a thread hop
@@ -96,76 +95,6 @@ def _take(views: list[memoryview], count: int) -> list[memoryview]:
             views[0] = view[count:]
             count = 0
     return taken
-
-
-# copy_file_range cannot do these (old kernel, other file systems, some overlay set-ups);
-# sendfile, then a plain copy, can.
-_NO_KERNEL_COPY = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM, errno.EBADF}
-_COPY_STEP = 1 << 30  # bytes asked of the kernel per call (a 32-bit size_t limit and a bound on each syscall)
-
-
-def copy_range(source: int, target: int, count: int, position: int) -> None:
-    """Copy the first `count` bytes of `source` to `target` at `position`.
-
-    In the kernel when it can (`copy_file_range`, which may even share extents,
-    else `sendfile`), else through one bounded buffer: never a whole part in memory.
-    Raises OSError if `source` has fewer than `count` bytes.
-    """
-    for method in (_copy_file_range, _sendfile, _buffered_copy):
-        try:
-            done = method(source, target, count, position)  # a method that fails starts over the next
-        except OSError as exc:
-            if exc.errno not in _NO_KERNEL_COPY or method is _buffered_copy:
-                raise
-            continue
-        if done < count:
-            raise OSError(errno.EIO, f"part data ends after {done} of {count} bytes")
-        return
-
-
-def _copy_file_range(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    if not hasattr(os, "copy_file_range"):
-        raise OSError(errno.ENOSYS, "no copy_file_range")
-    while done < count:
-        copied = os.copy_file_range(source, target, min(count - done, _COPY_STEP), done, position + done)
-        if copied == 0:
-            break
-        done += copied
-    return done
-
-
-def _sendfile(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    os.lseek(target, position, os.SEEK_SET)  # sendfile writes at the target's file position
-    while done < count:
-        copied = os.sendfile(target, source, done, min(count - done, _COPY_STEP))
-        if copied == 0:
-            break
-        done += copied
-    return done
-
-
-def _buffered_copy(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    while done < count:
-        chunk = os.pread(source, min(count - done, _READ_SIZE), done)
-        if not chunk:
-            break
-        written = 0
-        while written < len(chunk):
-            written += os.pwrite(target, chunk[written:], position + done + written)
-        done += len(chunk)
-    return done
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: sync the directory entry too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectIO:
@@ -416,44 +345,8 @@ class FileStore:
         await self._io(run)
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
-        """Assemble the final upload's file from its parts, by the kernel, on a worker thread.
-
-        The bytes go into a temporary file that replaces the final upload's file only
-        when every part has been copied (and synced, when fsync is on): a crash or an
-        error half-way leaves the final upload's file as it was. The caller holds the
-        final upload's lock, so temporary files of earlier attempts are left-overs.
-        """
-
-        def run() -> None:
-            target = self._file(final_id)
-            for stale in self.directory.glob(f"{final_id}.concat-*"):  # left by a crash mid-assembly
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-            temporary = self.directory / f"{final_id}.concat-{secrets.token_hex(4)}"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-            try:
-                try:
-                    position = 0
-                    for part_id, length in parts:
-                        source = os.open(self._file(part_id), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                        try:
-                            copy_range(source, fd, length, position)
-                        finally:
-                            os.close(source)
-                        position += length
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-            if self.fsync:
-                _fsync_directory(self.directory)
-
-        await self._io(run)
+        """Assemble the final upload's file from its parts on a worker thread: all or nothing (`file_concat`)."""
+        await self._io(assemble, self.directory, final_id, parts, self.fsync)
 
     def writable(self) -> bool:
         return os.access(self.directory, os.W_OK)
