@@ -2,7 +2,8 @@
 
 As tusd's `datastore.go`: a small core every data store implements (`DataStore`),
 and optional capabilities a store declares by having their methods
-(`ReadableDataStore`, `ConcatenatingDataStore`, `RandomAccessDataStore`). The
+(`ReadableDataStore`, `ConcatenatingDataStore`, `RandomAccessDataStore`,
+`DescribingDataStore`). The
 engine offers a feature only when the configured store has what it needs
 (`capabilities.Capabilities`), so the server never advertises what a backend
 cannot do.
@@ -19,6 +20,8 @@ writer wrote past the committed offset that were never committed.
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, runtime_checkable
 
 from tusd_py.checksum import Hasher
@@ -90,3 +93,23 @@ class ConcatenatingDataStore(Protocol):
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
         """Write the first `length` bytes of each part, in order, as the final upload's data."""
+
+
+@dataclass(frozen=True)
+class Described:
+    """What a store knows of a finished upload's bytes: its validators (RFC 9110 8.8)."""
+
+    size: int
+    etag: str  # a strong entity-tag, quoted: a different one whenever the bytes could differ
+    last_modified: datetime.datetime  # timezone-aware; when the bytes last changed
+    content_type: str | None = None  # the stored object's, where the store keeps one
+
+
+@runtime_checkable
+class DescribingDataStore(Protocol):
+    """Validators of finished uploads, so GET sends ETag and Last-Modified and answers
+    conditional requests (download.py). Called only once an upload is complete: the
+    bytes of an unfinished one change, and it has none."""
+
+    async def describe(self, upload_id: str) -> Described:
+        """The finished upload's validators."""

@@ -68,7 +68,7 @@ step (the handlers and the engine are unchanged until then):
    instance (today the store caches it per process).
 """
 
-from tusd_py.storage.s3.bucket import Handle, Pending, Stored
+from tusd_py.storage.s3.bucket import Handle, Pending
 from tusd_py.storage.s3.errors import (
     S3StoreError,
     StorageUnavailable,
@@ -82,5 +82,5 @@ from tusd_py.storage.s3.writer import S3Writer
 
 __all__ = [
     "Handle", "Pending", "S3Options", "S3Store", "S3StoreError", "S3Writer",
-    "StorageUnavailable", "Stored", "UploadNotFound", "UploadTooLarge", "part_size",
+    "StorageUnavailable", "UploadNotFound", "UploadTooLarge", "part_size",
 ]

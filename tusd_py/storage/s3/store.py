@@ -24,8 +24,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from tusd_py.checksum import Hasher
+from tusd_py.storage.base import Described
 from tusd_py.storage.s3 import concat
-from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending, Stored
+from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending
 from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadNotFound
 from tusd_py.storage.s3.keys import (
     INTERNAL,
@@ -170,8 +171,8 @@ class S3Store:
         async for chunk in self.bucket.read(handle.key, start, end):
             yield chunk
 
-    async def describe(self, upload_id: str) -> Stored:
-        """Size, ETag, Last-Modified and Content-Type of a finished upload's object."""
+    async def describe(self, upload_id: str) -> Described:
+        """Size, ETag, Last-Modified and Content-Type of a finished upload's object (`DescribingDataStore`)."""
         return await self.bucket.describe((await self.handle(upload_id)).key)
 
     async def finish(self, upload_id: str, length: int) -> None:
@@ -334,11 +335,12 @@ class AdapterWriter:
 
 
 if TYPE_CHECKING:  # the adapter fits the core and the capabilities it declares (mypy checks these lines)
-    from tusd_py.storage.base import ConcatenatingDataStore, DataStore, RandomAccessDataStore, ReadableDataStore, Writer
+    from tusd_py.storage.base import ConcatenatingDataStore, DataStore, DescribingDataStore, RandomAccessDataStore, ReadableDataStore, Writer
 
     _s3 = S3Store(S3Options(bucket="-"))
     _store: DataStore = _s3
     _writer: Writer = _store.writer("-", 0)
     _readable: ReadableDataStore = _s3
     _concatenating: ConcatenatingDataStore = _s3
+    _describing: DescribingDataStore = _s3
     _completing: RandomAccessDataStore = _s3  # the engine's completion call; see the package docstring, point 4
