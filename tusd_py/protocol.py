@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
+import datetime
 import email.utils
 import re
 import secrets
@@ -96,6 +98,7 @@ ERR_UPLOAD_SIZE_EXCEEDED = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "request body 
 ERR_LENGTH_TOO_LARGE = Error(413, "ERR_MAX_SIZE_EXCEEDED", "the length is above the largest this server can store (2^63-1 bytes)")
 ERR_UPLOAD_ALREADY_COMPLETE = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "the upload is complete: it takes no more bytes")
 ERR_RANGE_NOT_SATISFIABLE = Error(416, "ERR_RANGE_NOT_SATISFIABLE", "requested range not satisfiable")
+ERR_PRECONDITION_FAILED = Error(412, "ERR_PRECONDITION_FAILED", "the upload does not match If-Match or If-Unmodified-Since")
 ERR_UPLOAD_LOCKED = Error(423, "ERR_UPLOAD_LOCKED", "upload is in use by another request, try again")
 ERR_READ_TIMEOUT = Error(408, "ERR_READ_TIMEOUT", "no data received within the network timeout")
 ERR_LOCK_LOST = Error(423, "ERR_LOCK_LOST", "lost the upload's lock while writing, resume the upload")
@@ -167,6 +170,19 @@ def parse_length(value: str | None, error: Error) -> int | None:
 def format_http_date(timestamp: float) -> str:
     """IMF-fixdate, as RFC 9110 asks of senders (`Wed, 25 Jun 2014 16:00:00 GMT`)."""
     return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def parse_http_date(value: str) -> int | None:
+    """An HTTP-date in any of its three forms (IMF-fixdate, RFC 850, asctime: RFC 9110
+    5.6.7) as a POSIX timestamp; None when it is not a date (the field is then ignored)."""
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    try:
+        datetime.datetime(*parsed[:6])  # parsedate lets 31 Feb and hour 25 through
+    except ValueError:
+        return None
+    return calendar.timegm(parsed[:6]) - (parsed[9] or 0)
 
 
 def parse_metadata(header: str | None) -> dict[str, bytes]:
