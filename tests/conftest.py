@@ -25,6 +25,7 @@ S3_MODULES: dict[str, tuple[str, ...]] = {
     "tests.e2e.test_lengths": ("redis",),
     "tests.e2e.test_concat": ("redis",),
     "tests.e2e.test_ietf_v9": ("redis",),
+    "tests.e2e.test_conditional_get": ("redis",),
 }
 S3_STATE_BACKENDS = ("redis",)  # module-scoped servers on S3 (test_ietf's `srv`)
 
