@@ -162,6 +162,14 @@ def test_the_drafts_get_has_the_same_validators(server: TusServer) -> None:
         assert get(url, Upload_Draft_Interop_Version=version, If_None_Match=etag).status_code == 304
 
 
+def test_a_page_on_another_origin_can_read_the_etag(server: TusServer) -> None:
+    url = finished(server)
+    response = get(url, Origin="https://uploader.example")
+    assert "ETag" in [name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")]  # Last-Modified is safelisted
+    revalidated = get(url, Origin="https://uploader.example", If_None_Match=response.headers["ETag"])
+    assert revalidated.status_code == 304 and revalidated.headers["Access-Control-Allow-Origin"] in ("*", "https://uploader.example")
+
+
 def test_an_empty_upload_has_validators(server: TusServer) -> None:
     url = create(server.url, 0)
     response = get(url)
