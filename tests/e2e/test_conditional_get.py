@@ -136,7 +136,7 @@ def test_validators_come_only_once_the_upload_is_finished(server: TusServer) -> 
     assert get(url, If_None_Match=done.headers["ETag"]).status_code == 304
 
 
-@pytest.mark.files_only  # on S3 an unfinished upload has no object to serve yet (docs/s3.md)
+@pytest.mark.files_only  # on S3 an unfinished upload has no object yet: its GET is the S3 store's rule (issue 15 item 6)
 def test_an_unfinished_upload_is_served_without_validators(server: TusServer) -> None:
     url = create(server.url, len(BODY))
     assert patch(url, 0, BODY[:100]).status_code == 204
