@@ -2,8 +2,7 @@
 
 As tusd's `datastore.go`: a small core every data store implements (`DataStore`),
 and optional capabilities a store declares by having their methods
-(`ReadableDataStore`, `ConcatenatingDataStore`, `RandomAccessDataStore`,
-`DescribingDataStore`). The
+(`ReadableDataStore`, `ConcatenatingDataStore`, `RandomAccessDataStore`). The
 engine offers a feature only when the configured store has what it needs
 (`capabilities.Capabilities`), so the server never advertises what a backend
 cannot do.
