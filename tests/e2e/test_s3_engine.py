@@ -10,9 +10,10 @@ where HTTP cannot see them: which parts and objects are in the bucket, and when.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,6 @@ MiB = 1024 * 1024
 PART = 5 * MiB
 
 pytestmark = pytest.mark.usefixtures("s3_credentials")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("seaweedfs")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Answer:
@@ -114,14 +106,14 @@ def body(*chunks: bytes) -> Any:
 
 
 @pytest.fixture(params=["embedded", "redis"])
-def rig(request: pytest.FixtureRequest, s3: S3Server, tmp_path: Path) -> Iterator[Any]:
+def rig(request: pytest.FixtureRequest, s3_server: S3Server, tmp_path: Path) -> Any:
     """`async with rig(**config) as r:` an engine on S3 and the test's state backend."""
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
 
     def make(answer: dict[str, Any] | None = None, **settings: Any) -> Any:
         async def opened() -> AsyncIterator[Rig]:
             config = Config(data_dir=tmp_path / "data", **settings)
-            options = S3Options(bucket=s3.bucket, endpoint_url=s3.endpoint, region="us-east-1", path_style=True,
+            options = S3Options(bucket=s3_server.bucket, endpoint_url=s3_server.endpoint, region="us-east-1", path_style=True,
                                 prefix=f"e-{secrets.token_hex(4)}/", part_size=PART, temp_dir=str(tmp_path))
             store = await S3Store(options).start()
             state: StateStore
@@ -136,8 +128,6 @@ def rig(request: pytest.FixtureRequest, s3: S3Server, tmp_path: Path) -> Iterato
             finally:
                 await state.close()
                 await store.close()
-
-        import contextlib
 
         return contextlib.asynccontextmanager(opened)()
 
