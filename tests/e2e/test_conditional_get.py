@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.test_concat import create_final, create_partial
 from tests.support import S3_CREDENTIALS, S3Server, TusServer, create, patch
 
 BODY = b"0123456789" * 100
@@ -168,6 +169,18 @@ def test_a_page_on_another_origin_can_read_the_etag(server: TusServer) -> None:
     assert "ETag" in [name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")]  # Last-Modified is safelisted
     revalidated = get(url, Origin="https://uploader.example", If_None_Match=response.headers["ETag"])
     assert revalidated.status_code == 304 and revalidated.headers["Access-Control-Allow-Origin"] in ("*", "https://uploader.example")
+
+
+def test_a_final_upload_has_validators_of_its_own(server: TusServer) -> None:
+    """Concatenation: the final upload's bytes are assembled (a new file, or a new object on S3)."""
+    parts = [create_partial(server.url, BODY[:300]), create_partial(server.url, BODY[300:])]
+    final = create_final(server.url, parts)
+    response = get(final)
+    assert response.content == BODY and STRONG_TAG.fullmatch(response.headers["ETag"])
+    assert response.headers["ETag"] not in {get(part).headers["ETag"] for part in parts}
+    assert get(final, If_None_Match=response.headers["ETag"]).status_code == 304
+    ranged = get(final, Range="bytes=290-309", If_Range=response.headers["ETag"])
+    assert ranged.status_code == 206 and ranged.content == BODY[290:310]
 
 
 def test_an_empty_upload_has_validators(server: TusServer) -> None:
