@@ -232,7 +232,10 @@ class Bucket:
         """A finished object's validators (HeadObject): S3's ETag is strong, a hash of the bytes."""
         with mapped(f"look up {key}"):
             response = await self.client.head_object(Bucket=self.name, Key=key)
-        return Described(int(response["ContentLength"]), str(response["ETag"]), response["LastModified"], response.get("ContentType"))
+        etag = str(response["ETag"])
+        if not etag.startswith('"'):
+            etag = f'"{etag}"'  # a service that leaves the quotes out (the header needs them)
+        return Described(int(response["ContentLength"]), etag, response["LastModified"], response.get("ContentType"))
 
     async def delete(self, key: str) -> None:
         with mapped(f"delete {key}"):
