@@ -53,6 +53,7 @@ EXPOSE_HEADERS = [
     "Upload-Draft-Interop-Version",
     "Repr-Digest",
     "Accept-Patch",
+    "ETag",
 ]
 
 

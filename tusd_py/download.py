@@ -1,21 +1,25 @@
 """GET on an upload: its bytes as a download (not part of tus, but every server has it).
 
 Only committed bytes are served: everything below the committed offset is never
-written again, so no lock is needed.
+written again, so no lock is needed. A finished upload also gets the validators
+its data store gives (`DescribingDataStore`: ETag, Last-Modified) and answers
+conditional requests with them (`conditional.py`), so browsers and CDNs can keep
+it and revalidate it; an unfinished one has none, as its bytes still grow.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tusd_py import protocol as p
+from tusd_py import conditional, protocol as p
 from tusd_py.state.base import Upload
-from tusd_py.storage.base import ReadableDataStore
+from tusd_py.storage.base import DescribingDataStore, ReadableDataStore
 
 # Types a browser may render inline without risk (tusd's list); everything else is an attachment.
 SAFE_TYPES = frozenset(
@@ -105,19 +109,34 @@ def _position(digits: str) -> int:
     return int(significant or "0") if len(significant) <= 18 else _BEYOND
 
 
-def download_response(request: Request, upload: Upload, data: ReadableDataStore) -> Response:
+async def validators(upload: Upload, data: ReadableDataStore) -> tuple[str | None, int | None]:
+    """A finished upload's ETag and Last-Modified (whole seconds, never in the future:
+    RFC 9110 8.8.2.1); none for an unfinished upload or a store without them."""
+    if not upload.finished or not isinstance(data, DescribingDataStore):
+        return None, None
+    described = await data.describe(upload.id)
+    return described.etag, min(int(described.last_modified.timestamp()), int(time.time()))
+
+
+async def download_response(request: Request, upload: Upload, data: ReadableDataStore) -> Response:
     size = upload.offset
     try:
         metadata = p.parse_metadata(upload.metadata)
     except p.TusError:
         metadata = {}
     media_type, inline = content_type(metadata)
-    headers = {
-        "Content-Disposition": content_disposition(metadata, inline),
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "no-store" if not upload.finished else "private, max-age=0",
-    }
-    byte_range = parse_range(request.headers.get("range"), size)
+    headers = {"Cache-Control": "no-store" if not upload.finished else "private, max-age=0"}
+    etag, modified = await validators(upload, data)
+    if etag is not None:
+        headers["ETag"] = etag
+    if modified is not None:
+        headers["Last-Modified"] = p.format_http_date(modified)
+    if conditional.not_modified(request.headers, etag, modified):
+        return Response(status_code=304, headers=headers)  # the validators and Cache-Control only (RFC 9110 15.4.5)
+    headers["Content-Disposition"] = content_disposition(metadata, inline)
+    headers["Accept-Ranges"] = "bytes"
+    ranged = conditional.range_applies(request.headers, etag, modified)
+    byte_range = parse_range(request.headers.get("range") if ranged else None, size)
     start, end = byte_range if byte_range is not None else (0, size)
     headers["Content-Length"] = str(end - start)
     status = 200

@@ -261,10 +261,16 @@ class IetfHandler:
 
     async def get(self, request: Request, version: int) -> Response:
         """The bytes so far (tus-py's download), with the offset fields: from -12 on (interop 9)
-        a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
+        a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`; the
+        draft leaves its content undefined, so on a store that reads finished uploads only an
+        unfinished upload's GET has none (earlier interops: 409, as tus's GET)."""
         upload = await self.engine.load(request.path_params["upload_id"])
         ietf.check_representable(upload)
-        response = download_response(request, upload, self.data)
+        if version >= 9 and not upload.finished and not self.engine.capabilities.reads_unfinished:
+            response = Response(b"", status_code=200)
+        else:
+            await self.engine.readable(upload)
+            response = await download_response(request, upload, self.data)
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
             response.headers["Cache-Control"] = "no-store"
@@ -338,6 +344,8 @@ class IetfHandler:
             expected = ietf.parse_repr_digest(sent)
         want = upload.want_repr_digest or ietf.want_repr_digest(request.headers)
         algorithms = set(expected) | ({want} if want else set())
+        if algorithms:  # the bytes as they will be: an object store completes them first
+            await self.engine.readable(upload, completing=True)
         computed = await self.digests.compute(upload, algorithms) if algorithms else {}
         if any(computed[name] != digest for name, digest in expected.items()):
             # The upload failed: nothing is processed (I-33).
@@ -357,6 +365,7 @@ class IetfHandler:
         want = ietf.want_repr_digest(request.headers)
         if want is None or not upload.finished:
             return {}
+        await self.engine.readable(upload)
         return {"Repr-Digest": ietf.format_digests({want: await self.digests.of(upload, want)})}
 
     async def _cancel(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tusd_py.storage import files
+from tusd_py.storage import file_concat
 from tusd_py.storage.files import FileStore
 
 PARTS = {"a": b"alpha-" * 1000, "b": b"", "c": os.urandom(3 * 1024 * 1024 + 7)}
@@ -115,7 +115,7 @@ def test_copy_range_writes_at_the_position(tmp_path: Path) -> None:
     source.write_bytes(b"0123456789")
     target.write_bytes(b"abcdefghij")
     with open(source, "rb") as src, open(target, "r+b") as dst:
-        files.copy_range(src.fileno(), dst.fileno(), 4, 3)
+        file_concat.copy_range(src.fileno(), dst.fileno(), 4, 3)
     assert target.read_bytes() == b"abc0123hij"
 
 

@@ -18,17 +18,19 @@ the device. Where O_DIRECT is refused, the store goes back to the page cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import datetime
 import errno
+import hashlib
 import logging
 import mmap
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
 
 from tusd_py.checksum import Hasher
+from tusd_py.storage.base import Described
+from tusd_py.storage.file_concat import assemble
 
 _IOV_MAX = 1024
 INLINE_WRITE_LIMIT = 64 * 1024  # batches this small are written on the loop: cheaper than a thread hop
@@ -96,76 +98,6 @@ def _take(views: list[memoryview], count: int) -> list[memoryview]:
             views[0] = view[count:]
             count = 0
     return taken
-
-
-# copy_file_range cannot do these (old kernel, other file systems, some overlay set-ups);
-# sendfile, then a plain copy, can.
-_NO_KERNEL_COPY = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM, errno.EBADF}
-_COPY_STEP = 1 << 30  # bytes asked of the kernel per call (a 32-bit size_t limit and a bound on each syscall)
-
-
-def copy_range(source: int, target: int, count: int, position: int) -> None:
-    """Copy the first `count` bytes of `source` to `target` at `position`.
-
-    In the kernel when it can (`copy_file_range`, which may even share extents,
-    else `sendfile`), else through one bounded buffer: never a whole part in memory.
-    Raises OSError if `source` has fewer than `count` bytes.
-    """
-    for method in (_copy_file_range, _sendfile, _buffered_copy):
-        try:
-            done = method(source, target, count, position)  # a method that fails starts over the next
-        except OSError as exc:
-            if exc.errno not in _NO_KERNEL_COPY or method is _buffered_copy:
-                raise
-            continue
-        if done < count:
-            raise OSError(errno.EIO, f"part data ends after {done} of {count} bytes")
-        return
-
-
-def _copy_file_range(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    if not hasattr(os, "copy_file_range"):
-        raise OSError(errno.ENOSYS, "no copy_file_range")
-    while done < count:
-        copied = os.copy_file_range(source, target, min(count - done, _COPY_STEP), done, position + done)
-        if copied == 0:
-            break
-        done += copied
-    return done
-
-
-def _sendfile(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    os.lseek(target, position, os.SEEK_SET)  # sendfile writes at the target's file position
-    while done < count:
-        copied = os.sendfile(target, source, done, min(count - done, _COPY_STEP))
-        if copied == 0:
-            break
-        done += copied
-    return done
-
-
-def _buffered_copy(source: int, target: int, count: int, position: int) -> int:
-    done = 0
-    while done < count:
-        chunk = os.pread(source, min(count - done, _READ_SIZE), done)
-        if not chunk:
-            break
-        written = 0
-        while written < len(chunk):
-            written += os.pwrite(target, chunk[written:], position + done + written)
-        done += len(chunk)
-    return done
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: sync the directory entry too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectIO:
@@ -319,7 +251,9 @@ class FileWriter:
                 self._error = exc
         return self.written
 
-    async def finish(self) -> int:
+    async def finish(self, *, verified: bool = True) -> int:
+        # Unverified bytes past the committed offset are never committed: the next writer
+        # starts at that offset, and completion trims the rest (`FileStore.finish`).
         try:
             await self._submit()
             await self._wait_pending()
@@ -357,6 +291,7 @@ class FileStore:
     """Upload data as plain files named by upload id (ids cannot contain '.' or '/')."""
 
     name = "files"
+    reads_unfinished = True  # committed bytes are in the file as they are committed
 
     def __init__(
         self, directory: Path, *, fsync: bool = False, batch_size: int = 1024 * 1024, threads: int = 8, direct: bool = False
@@ -378,12 +313,22 @@ class FileStore:
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def create(self, upload_id: str) -> None:
+    async def create(
+        self,
+        upload_id: str,
+        length: int | None = None,
+        *,
+        max_size: int | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        # A file needs none of what the contract offers at creation: its name is the id.
         # On the loop: making an empty file costs less than the hop to a worker thread
         # and back (small uploads are mostly such hops otherwise; docs/performance.md).
         os.close(os.open(self._file(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
 
-    def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None) -> FileWriter:
+    def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None, *, length: int | None = None) -> FileWriter:
         return FileWriter(
             self._file(upload_id), offset, hasher, self.executor, fsync=self.fsync, batch_size=self.batch_size, direct=self.direct
         )
@@ -401,7 +346,21 @@ class FileStore:
         finally:
             os.close(fd)
 
+    async def describe(self, upload_id: str) -> Described:
+        """A finished upload's validators, from one stat (on the loop, as in `finish`).
+
+        The ETag hashes the id, inode, size and mtime (ns): every write, trim or
+        assembly moves the mtime (an assembly also the inode), so the tag changes
+        whenever the bytes could; instances sharing the directory see the same
+        values, so any of them sends the same tag. Hashed: no inode numbers leak.
+        """
+        stat = os.stat(self._file(upload_id))
+        tag = hashlib.blake2b(f"{upload_id}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=12)
+        modified = datetime.datetime.fromtimestamp(stat.st_mtime_ns / 1e9, datetime.UTC)
+        return Described(stat.st_size, f'"{tag.hexdigest()}"', modified)
+
     async def finish(self, upload_id: str, length: int) -> None:
+        """Completion (`CompletingDataStore`): drop bytes a writer put past `length`; idempotent."""
         path = self._file(upload_id)
         if os.stat(path).st_size > length:  # a stat on the loop; freeing blocks on a worker thread
             await self._io(os.truncate, path, length)
@@ -416,44 +375,8 @@ class FileStore:
         await self._io(run)
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
-        """Assemble the final upload's file from its parts, by the kernel, on a worker thread.
-
-        The bytes go into a temporary file that replaces the final upload's file only
-        when every part has been copied (and synced, when fsync is on): a crash or an
-        error half-way leaves the final upload's file as it was. The caller holds the
-        final upload's lock, so temporary files of earlier attempts are left-overs.
-        """
-
-        def run() -> None:
-            target = self._file(final_id)
-            for stale in self.directory.glob(f"{final_id}.concat-*"):  # left by a crash mid-assembly
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-            temporary = self.directory / f"{final_id}.concat-{secrets.token_hex(4)}"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-            try:
-                try:
-                    position = 0
-                    for part_id, length in parts:
-                        source = os.open(self._file(part_id), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                        try:
-                            copy_range(source, fd, length, position)
-                        finally:
-                            os.close(source)
-                        position += length
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-            if self.fsync:
-                _fsync_directory(self.directory)
-
-        await self._io(run)
+        """Assemble the final upload's file from its parts on a worker thread: all or nothing (`file_concat`)."""
+        await self._io(assemble, self.directory, final_id, parts, self.fsync)
 
     def writable(self) -> bool:
         return os.access(self.directory, os.W_OK)

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from tusd_py.storage.base import Described
 from tusd_py.storage.s3.errors import StorageUnavailable, UploadNotFound, mapped
 from tusd_py.storage.s3.keys import incomplete_key, info_key
 
@@ -54,16 +55,6 @@ class Pending:
     multipart_id: str
     initiated: datetime.datetime
     upload_id: str | None = None  # whose it is, where the store can tell (`S3Store.orphans`)
-
-
-@dataclasses.dataclass(frozen=True)
-class Stored:
-    """A finished upload's object, as HeadObject describes it (for ETag / Last-Modified on GET)."""
-
-    size: int
-    etag: str
-    modified: datetime.datetime
-    content_type: str | None
 
 
 class PartBody(io.RawIOBase):
@@ -237,10 +228,14 @@ class Bucket:
             return None
         return int(response["ContentLength"])
 
-    async def describe(self, key: str) -> Stored:
+    async def describe(self, key: str) -> Described:
+        """A finished object's validators (HeadObject): S3's ETag is strong, a hash of the bytes."""
         with mapped(f"look up {key}"):
             response = await self.client.head_object(Bucket=self.name, Key=key)
-        return Stored(int(response["ContentLength"]), str(response["ETag"]), response["LastModified"], response.get("ContentType"))
+        etag = str(response["ETag"])
+        if not etag.startswith('"'):
+            etag = f'"{etag}"'  # a service that leaves the quotes out (the header needs them)
+        return Described(int(response["ContentLength"]), etag, response["LastModified"], response.get("ContentType"))
 
     async def delete(self, key: str) -> None:
         with mapped(f"delete {key}"):
