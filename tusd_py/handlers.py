@@ -301,4 +301,4 @@ class TusHandler:
 
     async def get(self, request: Request, version: int) -> Response:
         upload = await self.engine.load(request.path_params["upload_id"])
-        return download_response(request, upload, cast(ReadableDataStore, self.engine.data))  # GET is there only then
+        return await download_response(request, upload, cast(ReadableDataStore, self.engine.data))  # GET is there only then

@@ -264,7 +264,7 @@ class IetfHandler:
         a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
         upload = await self.engine.load(request.path_params["upload_id"])
         ietf.check_representable(upload)
-        response = download_response(request, upload, self.data)
+        response = await download_response(request, upload, self.data)
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
             response.headers["Cache-Control"] = "no-store"
