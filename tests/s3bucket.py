@@ -23,10 +23,9 @@ MiB = 1024 * 1024
 PART = 5 * MiB  # the S3 minimum, which SeaweedFS enforces: the part size of every scenario
 
 
-def s3_flags(endpoint: str, bucket: str, prefix: str, **more: object) -> dict[str, object]:
-    """The server flags of the S3 store on the test SeaweedFS (for Cluster and other hand-made servers)."""
-    return dict(s3_bucket=bucket, s3_endpoint=endpoint, s3_region="us-east-1", s3_prefix=prefix,
-                s3_path_style=True, s3_part_size=PART, **more)
+def s3_flags(s3: S3Server, view: BucketView, **more: object) -> dict[str, object]:
+    """The server flags of the S3 store under `view`'s prefix, 5 MiB parts (for Cluster and other hand-made servers)."""
+    return {**s3.server_flags(view.prefix), "s3_part_size": PART, **more}
 
 
 class BucketView:
@@ -100,7 +99,7 @@ def assert_stored(view: BucketView, url: str, data: bytes) -> None:
     assert f".tusd/{key}.part" not in view.keys()  # the incomplete part went with the completion
 
 
-# -- fixtures (a module imports them: `from tests.s3bucket import bucket, s3_make_server`) ----------------
+# -- fixtures (a module imports them: `from tests.s3bucket import bucket, data_backend, s3_make_server`) ----------------
 
 @pytest.fixture
 def bucket(s3_server: S3Server) -> Iterator[BucketView]:
@@ -111,8 +110,14 @@ def bucket(s3_server: S3Server) -> Iterator[BucketView]:
 
 
 @pytest.fixture
-def s3_make_server(make_server: Callable[..., TusServer], bucket: BucketView, s3_server: S3Server) -> Callable[..., TusServer]:
-    """`make_server` on the S3 store: every server of the test on the same bucket and prefix."""
+def s3_make_server(make_server: Callable[..., TusServer], bucket: BucketView) -> Callable[..., TusServer]:
+    """`make_server` on the S3 store (a module sets `data_backend` to "s3"): every server of
+    the test on `bucket`'s prefix, with 5 MiB parts."""
     def make(**flags: object) -> TusServer:
-        return make_server(**s3_flags(s3_server.endpoint, bucket.bucket, bucket.prefix), **flags)
+        return make_server(s3_prefix=bucket.prefix, s3_part_size=PART, **flags)
     return make
+
+
+@pytest.fixture
+def data_backend() -> str:
+    return "s3"

@@ -23,12 +23,12 @@ from tusclient.storage.filestorage import FileStorage
 from tests.browser import until
 from tests.e2e.test_tus_js_parallel import tus_js_upload
 from tests.e2e.test_upload_page import FILE_STATE, browser, make_file, offset, open_page  # noqa: F401
-from tests.s3bucket import PART, BucketView, assert_stored, bucket, s3_make_server  # noqa: F401
+from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_make_server  # noqa: F401
 from tests.support import head
 
 MiB = 1024 * 1024
 
-pytestmark = pytest.mark.usefixtures("s3_credentials")
+
 
 
 def test_tuspy_whole_file_in_one_patch(s3_make_server, bucket: BucketView) -> None:

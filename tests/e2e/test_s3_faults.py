@@ -20,14 +20,14 @@ import pytest
 import requests
 
 from tests.e2e.test_scale_out import RawPatch, path_of, resume
-from tests.s3bucket import PART, BucketView, assert_stored, bucket, s3_flags  # noqa: F401
+from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_flags  # noqa: F401
 from tests.s3faults import FaultProxy
 from tests.support import TUS, S3Server, create, head, patch
 
 MiB = 1024 * 1024
 BOUND = 15.0  # seconds: 2 attempts of a 1 s read timeout, botocore's backoff, a busy machine
 
-pytestmark = [pytest.mark.usefixtures("s3_credentials"), pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 
 def timed(call) -> tuple[requests.Response, float]:  # type: ignore[no-untyped-def]
@@ -53,7 +53,7 @@ def own_s3(tmp_path: Path) -> Iterator[S3Server]:
 
 def test_s3_stopped_and_restarted_mid_upload(make_server, own_s3: S3Server) -> None:
     view = BucketView(own_s3.endpoint, own_s3.bucket, "restart/")
-    server = make_server(**s3_flags(own_s3.endpoint, own_s3.bucket, view.prefix, s3_timeout=1, s3_attempts=2))
+    server = make_server(**s3_flags(own_s3, view, s3_timeout=1, s3_attempts=2))
     done = os.urandom(100_000)
     finished = create(server.url, len(done))
     assert patch(finished, 0, done).status_code == 204
@@ -99,8 +99,8 @@ def faults(s3_server: S3Server) -> Iterator[FaultProxy]:
         proxy.stop()
 
 
-def test_a_failed_part_is_retried_and_the_patch_succeeds(make_server, faults: FaultProxy, bucket: BucketView) -> None:
-    server = make_server(**s3_flags(faults.endpoint, bucket.bucket, bucket.prefix, s3_timeout=5, s3_attempts=3))
+def test_a_failed_part_is_retried_and_the_patch_succeeds(make_server, s3_server: S3Server, faults: FaultProxy, bucket: BucketView) -> None:
+    server = make_server(**s3_flags(s3_server, bucket, s3_endpoint=faults.endpoint, s3_timeout=5, s3_attempts=3))
     data = os.urandom(2 * PART + 3)
     url = create(server.url, len(data))
     faults.fail(2, match="partNumber=2")  # two SlowDowns, the third attempt goes through
@@ -110,8 +110,8 @@ def test_a_failed_part_is_retried_and_the_patch_succeeds(make_server, faults: Fa
     assert_stored(bucket, url, data)
 
 
-def test_a_part_that_keeps_failing_commits_what_is_durable(make_server, faults: FaultProxy, bucket: BucketView) -> None:
-    server = make_server(**s3_flags(faults.endpoint, bucket.bucket, bucket.prefix, s3_timeout=5, s3_attempts=2))
+def test_a_part_that_keeps_failing_commits_what_is_durable(make_server, s3_server: S3Server, faults: FaultProxy, bucket: BucketView) -> None:
+    server = make_server(**s3_flags(s3_server, bucket, s3_endpoint=faults.endpoint, s3_timeout=5, s3_attempts=2))
     data = os.urandom(2 * PART + MiB)
     url = create(server.url, len(data))
     faults.fail(2, match="partNumber=2")  # both attempts of part 2
@@ -123,8 +123,8 @@ def test_a_part_that_keeps_failing_commits_what_is_durable(make_server, faults: 
     assert_stored(bucket, url, data)
 
 
-def test_slow_s3_answers_503_within_a_bounded_time(make_server, faults: FaultProxy, bucket: BucketView) -> None:
-    server = make_server(**s3_flags(faults.endpoint, bucket.bucket, bucket.prefix, s3_timeout=1, s3_attempts=2))
+def test_slow_s3_answers_503_within_a_bounded_time(make_server, s3_server: S3Server, faults: FaultProxy, bucket: BucketView) -> None:
+    server = make_server(**s3_flags(s3_server, bucket, s3_endpoint=faults.endpoint, s3_timeout=1, s3_attempts=2))
     data = os.urandom(PART + 10)
     url = create(server.url, len(data))
     faults.delay = 3.0  # every answer takes longer than the server waits

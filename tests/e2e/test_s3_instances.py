@@ -23,7 +23,7 @@ import requests
 from tests.cluster import Cluster
 from tests.e2e.test_scale_out import RawPatch, path_of, resume
 from tests.e2e.test_tus_js_parallel import tus_js_upload
-from tests.s3bucket import PART, BucketView, assert_stored, bucket, s3_flags, s3_make_server, upload_id  # noqa: F401
+from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_flags, s3_make_server, upload_id  # noqa: F401
 from tests.support import TUS, S3Server, TusServer, create, head, patch
 
 MiB = 1024 * 1024
@@ -92,7 +92,7 @@ def test_kill_9_mid_part_restarted_on_its_directory_resumes_from_s3(s3_make_serv
 
 @pytest.fixture
 def cluster(tmp_path: Path, s3_server: S3Server, bucket: BucketView) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path / "cluster", separate_dirs=True, **s3_flags(s3_server.endpoint, bucket.bucket, bucket.prefix))
+    cluster = Cluster(tmp_path / "cluster", separate_dirs=True, **s3_flags(s3_server, bucket))
     cluster.start()
     try:
         yield cluster
