@@ -180,3 +180,35 @@ def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster, bucket: Bucket
     old.close()
     resume(url, data)
     assert_stored(bucket, url, data)
+
+
+@pytest.mark.parametrize("state_backend", ["redis"])
+def test_a_writer_whose_lease_was_taken_leaves_the_incomplete_part_alone(s3_make_server, bucket: BucketView, redis_url: str) -> None:
+    """Fencing on S3: the old holder can commit nothing, and must not replace the incomplete
+    part its successor committed with its own shorter one either (the upload would be stuck:
+    every later PATCH would find the bytes below the committed offset missing)."""
+    import redis
+
+    a, b = s3_make_server(), s3_make_server()
+    data = os.urandom(PART + 2 * MiB)
+    url = create(a.url, len(data))
+    key = upload_id(url)
+    assert patch(a.url + key, 0, data[:3 * MiB]).status_code == 204  # the incomplete part holds [0, 3 MiB)
+    old = RawPatch(a.port, path_of(url), 3 * MiB, len(data) - 3 * MiB)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        old.send(data[3 * MiB:3 * MiB + MiB // 2])  # A holds [0, 3.5 MiB) in memory
+        time.sleep(0.3)
+        client.delete(f"tusd-py:lock:{key}")  # A's lease lapsed (a long pause), unknown to A
+        answer = patch(b.url + key, 3 * MiB, data[3 * MiB:4 * MiB])  # B takes over: the incomplete part is [0, 4 MiB)
+        assert answer.status_code == 204 and answer.headers["Upload-Offset"] == str(4 * MiB)
+        time.sleep(1.0)  # past A's commit interval
+        old.send(data[3 * MiB + MiB // 2:3 * MiB + MiB // 2 + 64 * 1024])  # A goes on: its commit is refused
+        status, text = old.response()
+        assert status == 423 and "ERR_LOCK_LOST" in text, (status, text)
+    finally:
+        old.close()
+        client.close()
+    answer = patch(b.url + key, 4 * MiB, data[4 * MiB:])
+    assert answer.status_code == 204, answer.text
+    assert_stored(bucket, url, data)
