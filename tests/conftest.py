@@ -2,7 +2,8 @@
 
 Servers from `make_server` run on the parametrized state backend (`state_backend`) and
 data backend (`data_backend`: files under --dir, or "s3": a bucket on the session's
-SeaweedFS with a fresh key prefix per test). Which e2e modules also run on S3, and
+SeaweedFS with a fresh key prefix per test; on S3 the plain `server` is one per module and
+state backend, `shared_s3_servers`, to keep the suite's time). Which e2e modules also run on S3, and
 with which state backends, is the table `S3_MODULES` below: the protocol tests, within
 the suite's time budget. A test that looks at files on disk is marked `files_only`.
 """
@@ -19,14 +20,14 @@ from tests.support import S3_CREDENTIALS, RedisServer, S3Server, TusServer
 
 # e2e module -> the state backends its `make_server` tests also run with on the S3 data store.
 # Every module on Redis+S3; embedded+S3 for the core protocol only (the state backends are
-# proven against each other on files already; what S3 changes is the data path).
+# proven against each other on files already; what S3 changes is the data path). test_ietf's
+# module-scoped server has a "redis-s3" variant of its own (its `srv` fixture).
 S3_MODULES: dict[str, tuple[str, ...]] = {
     "tests.e2e.test_core": ("embedded", "redis"),
     "tests.e2e.test_lengths": ("redis",),
     "tests.e2e.test_concat": ("redis",),
     "tests.e2e.test_ietf_v9": ("redis",),
 }
-S3_STATE_BACKENDS = ("redis",)  # module-scoped servers on S3 (test_ietf's `srv`)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,9 +146,36 @@ def make_server(tmp_path: Path, state_backend: str, data_backend: str, request: 
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_s3_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TusServer]]:
+    """The servers on S3 that a module's tests taking the plain `server` share, one per state backend.
+
+    A server on S3 takes about three times as long to start as one on files (importing
+    aiobotocore, checking the bucket), and most protocol tests need only some server with
+    the default flags, not a fresh one: upload ids are random, so they do not collide.
+    Started on first use, stopped at the end of the module.
+    """
+    started: dict[str, TusServer] = {}
+    yield started
+    for running in started.values():
+        running.stop()
+
+
 @pytest.fixture
-def server(make_server) -> TusServer:
-    return make_server()
+def server(make_server, data_backend: str, state_backend: str, request: pytest.FixtureRequest) -> TusServer:
+    """A server with the default flags: a fresh one on files, the module's shared one on S3."""
+    if data_backend != "s3":
+        return make_server()
+    shared: dict[str, TusServer] = request.getfixturevalue("shared_s3_servers")
+    running = shared.get(state_backend)
+    if running is None or running.proc is None or running.proc.poll() is not None:
+        fixture = REDIS_URL_FIXTURES.get(state_backend)
+        redis = request.getfixturevalue(fixture) if fixture else None
+        directory = request.getfixturevalue("tmp_path_factory").mktemp(f"s3-shared-{state_backend}")
+        running = shared[state_backend] = TusServer(
+            directory, redis_url=redis, env=S3_CREDENTIALS, **request.getfixturevalue("s3_server").server_flags()
+        ).start()
+    return running
 
 
 @pytest.fixture
