@@ -22,7 +22,7 @@ from tusclient.storage.filestorage import FileStorage
 
 from tests.browser import until
 from tests.e2e.test_tus_js_parallel import tus_js_upload
-from tests.e2e.test_upload_page import FILE_STATE, browser, make_file, offset, open_page  # noqa: F401
+from tests.e2e.test_upload_page import browser, make_file, offset, open_page, upload_until_paused  # noqa: F401
 from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_make_server  # noqa: F401
 from tests.support import head
 
@@ -87,12 +87,7 @@ def test_upload_page_pauses_resumes_and_finishes_on_s3(s3_make_server, bucket: B
     proxy = proxies(server.port, rate=4 * MiB)  # 12 MiB take some 3 s
     data = make_file(tmp_path / "clip.mp4", 2 * PART + 2 * MiB, seed=5)
     page = open_page(browser, proxy.base + "/")
-    page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "clip.mp4"))
-    page.click(".uppy-StatusBar-actionBtn--upload")
-    until(page, f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {PART + MiB}")
-    page.click("button[title=Pause]")
-    until(page, "() => Object.values(window.uppy.getState().files)[0].isPaused")
-    url = page.evaluate(FILE_STATE)[0]["url"]
+    url = upload_until_paused(page, tmp_path / "clip.mp4", PART + MiB)
     time.sleep(1.0)  # the aborted PATCH is committed by now
     paused = offset(url)
     assert PART <= paused < len(data)  # part 1 at least is in S3; the rest of the aborted body was kept or is resent

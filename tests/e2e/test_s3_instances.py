@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.cluster import Cluster
-from tests.e2e.test_scale_out import RawPatch, path_of, resume
+from tests.e2e.test_scale_out import RawPatch, path_of, restart_redis_under_a_patch, resume
 from tests.e2e.test_tus_js_parallel import tus_js_upload
 from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_flags, s3_make_server, upload_id  # noqa: F401
 from tests.support import TUS, S3Server, TusServer, create, head, patch
@@ -170,15 +170,7 @@ def test_kill_9_mid_part_resumes_on_another_instance(cluster: Cluster, bucket: B
 def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster, bucket: BucketView) -> None:
     data = os.urandom(PART + 2 * MiB)
     url = create(cluster.url, len(data))
-    old = RawPatch(cluster.servers[0].port, path_of(url), 0, len(data))
-    old.send(data[:MiB])
-    old.trickle(data[MiB:], 64 * 1024, 0.02)
-    time.sleep(1.5)
-    cluster.redis.stop()  # SIGTERM: Redis writes its AOF out and exits
-    time.sleep(1.5)  # the in-flight PATCH's next commit fails: it answers 503
-    cluster.redis.start()
-    old.close()
-    resume(url, data)
+    restart_redis_under_a_patch(cluster, url, data)  # the PATCH's tail went to the incomplete part, its commit failed
     assert_stored(bucket, url, data)
 
 

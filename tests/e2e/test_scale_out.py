@@ -322,12 +322,8 @@ def test_graceful_sigterm_commits_in_flight_patch_and_answers_503(cluster: Clust
     assert content(url) == data
 
 
-def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
-    done = os.urandom(100_000)
-    finished_url = create(cluster.url, len(done), Upload_Metadata="filename ZG9uZS5iaW4=")
-    assert patch(finished_url, 0, done).status_code == 204
-    data = os.urandom(2 * 1024 * 1024)
-    url = create(cluster.url, len(data))
+def restart_redis_under_a_patch(cluster: Cluster, url: str, data: bytes) -> None:
+    """Redis stops and comes back while a PATCH streams `data` into the first instance; then the client resumes."""
     old = RawPatch(cluster.servers[0].port, path_of(url), 0, len(data))
     old.trickle(data, 16 * 1024, 0.02)
     time.sleep(1.5)
@@ -336,6 +332,15 @@ def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
     cluster.redis.start()
     old.close()
     resume(url, data)
+
+
+def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
+    done = os.urandom(100_000)
+    finished_url = create(cluster.url, len(done), Upload_Metadata="filename ZG9uZS5iaW4=")
+    assert patch(finished_url, 0, done).status_code == 204
+    data = os.urandom(2 * 1024 * 1024)
+    url = create(cluster.url, len(data))
+    restart_redis_under_a_patch(cluster, url, data)
     assert content(url) == data
     response = head(finished_url)
     assert response.status_code == 200
