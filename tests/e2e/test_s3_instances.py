@@ -167,6 +167,32 @@ def test_kill_9_mid_part_resumes_on_another_instance(cluster: Cluster, bucket: B
     assert_stored(bucket, url, data)
 
 
+def test_graceful_sigterm_mid_part_keeps_every_byte_that_arrived(cluster: Cluster, bucket: BucketView) -> None:
+    """SIGTERM: the running PATCH stops, puts what it received past part 1 into the incomplete
+    part, commits it, answers 503; the client resumes on another instance from there."""
+    data = os.urandom(2 * PART + MiB)
+    url = create(cluster.url, len(data))
+    leaving = cluster.servers[0]
+    old = RawPatch(leaving.port, path_of(url), 0, len(data))
+    try:
+        old.send(data[:PART + MiB])
+        old.trickle(data[PART + MiB:], 16 * 1024, 0.02)
+        time.sleep(1.0)
+        os.kill(leaving.proc.pid, signal.SIGTERM)
+        status, text = old.response()
+        assert status == 503 and "ERR_SERVER_SHUTDOWN" in text, (status, text)
+        sent = old.sent
+    finally:
+        old.close()
+    assert leaving.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+    leaving.proc = None
+    offset = int(head(url).headers["Upload-Offset"])
+    assert PART + MiB < offset <= sent  # not only the full part: every byte that arrived
+    statuses, offsets = resume(url, data)
+    assert offsets[0] == offset, (statuses, offsets)
+    assert_stored(bucket, url, data)
+
+
 def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster, bucket: BucketView) -> None:
     data = os.urandom(PART + 2 * MiB)
     url = create(cluster.url, len(data))
