@@ -57,17 +57,17 @@ def test_small_patches_alternate_across_two_instances(s3_make_server, bucket: Bu
 
 
 def trickle_until_part_one_is_committed(victim: TusServer, url: str, bucket: BucketView, data: bytes) -> RawPatch:
-    """A PATCH to `victim` that sends part 1 and a few MiB at once, then dribbles; returns once
+    """A PATCH to `victim` that sends part 1 and 1 MiB at once, then dribbles; returns once
     part 1 is in S3 and a commit interval (1 s) has passed, with the body in the middle of part 2."""
     body = RawPatch(victim.port, path_of(url), 0, len(data))
-    body.send(data[:PART + 2 * MiB])
-    body.trickle(data[PART + 2 * MiB:], 16 * 1024, 0.05)  # 320 KiB/s: part 2 never fills in this test's time
+    body.send(data[:PART + MiB])
+    body.trickle(data[PART + MiB:], 8 * 1024, 0.05)  # 160 KiB/s: part 2 fills only after 25 s
     deadline = time.monotonic() + 30
     while bucket.parts(upload_id(url)) != [(1, PART)]:
         assert time.monotonic() < deadline, "part 1 never reached S3"
         time.sleep(0.1)
     time.sleep(2.0)  # a chunk arrives after the commit interval: the offset moves to the durable PART
-    assert PART + 2 * MiB <= body.sent < 2 * PART
+    assert PART + MiB <= body.sent < 2 * PART
     return body
 
 
