@@ -12,14 +12,20 @@ internal addresses (a Redis error names its host and port); the log has the deta
 The data check runs on a thread of its own, within the same time bound as the
 ping: `/readyz` never waits behind hooks, digests or anything else that uses
 worker threads, and never hangs on a stuck disk.
+
+A store whose `writable()` only remembers how its last calls went (S3) would
+stay "not writable" for good once a load balancer stopped sending it uploads:
+such a store (`RecheckingDataStore`) is asked again, at most once per
+`RECHECK_INTERVAL` whoever polls, so readiness comes back with the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -31,6 +37,14 @@ from tusd_py.storage.base import DataStore
 logger = logging.getLogger("tusd_py.health")
 
 PING_TIMEOUT = 2.0
+RECHECK_INTERVAL = 1.0  # seconds between two re-checks of a store found not writable
+
+
+@runtime_checkable
+class RecheckingDataStore(Protocol):
+    """A data store that can find out again whether it takes writes (S3: HeadBucket and a probe object)."""
+
+    async def check_bucket(self) -> None: ...
 
 
 async def healthz(request: Request) -> Response:
@@ -39,12 +53,24 @@ async def healthz(request: Request) -> Response:
 
 def readiness(state: StateStore, data: DataStore, shutting_down: Callable[[], bool]) -> Callable[[Request], object]:
     checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tusd-health")
+    rechecked = [0.0]  # when the store was last asked again
+    recheck = asyncio.Lock()
 
     async def writable() -> bool:
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(checker, data.writable), PING_TIMEOUT)
+            ok = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(checker, data.writable), PING_TIMEOUT)
         except asyncio.TimeoutError:
             return False
+        if ok or not isinstance(data, RecheckingDataStore) or recheck.locked():
+            return ok
+        async with recheck:
+            if time.monotonic() - rechecked[0] >= RECHECK_INTERVAL:
+                rechecked[0] = time.monotonic()
+                try:
+                    await asyncio.wait_for(data.check_bucket(), PING_TIMEOUT)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    logger.warning("data store still not writable: %s", exc)
+        return data.writable()
 
     async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}

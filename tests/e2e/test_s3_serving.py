@@ -160,3 +160,24 @@ def test_the_sweeper_aborts_orphaned_multipart_uploads_but_not_live_ones(make_se
     assert patch(url, 6, b"yyyyyy").status_code == 204
     assert requests.get(url, timeout=10).content == b"xxxxxxyyyyyy"
     assert "orphaned multipart upload" in server.log()
+
+
+def test_readiness_follows_s3_down_and_back_without_upload_traffic(tmp_path: Path, redis_url: str) -> None:
+    """S3 stopped: uploads get 503 and /readyz says the data is not writable; S3 back: ready again by
+    itself (a load balancer that stopped sending uploads would otherwise never send any again)."""
+    own = S3Server(tmp_path / "weed").start()
+    server = TusServer(tmp_path / "data", redis_url=redis_url, env=S3_CREDENTIALS, s3_attempts=1, s3_timeout=2, **own.server_flags())
+    try:
+        server.start()
+        assert requests.get(server.base + "/readyz", timeout=10).status_code == 200
+        own.stop()
+        response = requests.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "3"}, timeout=30)
+        assert response.status_code == 503 and "Retry-After" in response.headers
+        down = requests.get(server.base + "/readyz", timeout=10)
+        assert down.status_code == 503 and down.json()["checks"]["data"] == "not writable"
+        own.start()
+        wait_until(lambda: requests.get(server.base + "/readyz", timeout=10).status_code == 200, timeout=20)
+        assert create(server.url, 3)
+    finally:
+        server.stop()
+        own.stop()
