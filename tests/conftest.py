@@ -45,13 +45,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the S3 variants on state backends their module's row does not name."""
+    """Drop the S3 variants on state backends their module's row does not name, and the S3
+    variants of module-scoped servers (a param ending in "-s3", test_ietf's `srv`) of `files_only` tests."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         params = params.params if params is not None else {}
         allowed = S3_MODULES.get(getattr(item.module, "__name__", ""), ())  # type: ignore[attr-defined]
+        on_s3_server = any(isinstance(value, str) and value.endswith("-s3") for value in params.values())
         if params.get("data_backend") == "s3" and params.get("state_backend", "embedded") not in allowed:
+            drop.append(item)
+        elif on_s3_server and item.get_closest_marker("files_only") is not None:
             drop.append(item)
         else:
             keep.append(item)

@@ -261,11 +261,16 @@ class IetfHandler:
 
     async def get(self, request: Request, version: int) -> Response:
         """The bytes so far (tus-py's download), with the offset fields: from -12 on (interop 9)
-        a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
+        a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`; the
+        draft leaves its content undefined, so on a store that reads finished uploads only an
+        unfinished upload's GET has none (earlier interops: 409, as tus's GET)."""
         upload = await self.engine.load(request.path_params["upload_id"])
         ietf.check_representable(upload)
-        await self.engine.readable(upload)
-        response = await download_response(request, upload, self.data)
+        if version >= 9 and not upload.finished and not self.engine.capabilities.reads_unfinished:
+            response = Response(b"", status_code=200)
+        else:
+            await self.engine.readable(upload)
+            response = await download_response(request, upload, self.data)
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
             response.headers["Cache-Control"] = "no-store"

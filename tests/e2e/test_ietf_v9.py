@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 
+import pytest
 import requests
 from http_sf import parse
 
@@ -39,6 +40,7 @@ def limits(exchange: d.Exchange | d.Message) -> dict:
     return {name: value for name, (value, _params) in parse(exchange.headers["upload-limit"].encode(), tltype="dictionary").items()}
 
 
+@pytest.mark.files_only  # its progress 104 expects 4 stalled bytes committed: on S3 the offset moves by parts
 def test_v9_is_served_on_the_same_uploads_as_8_6_and_tus(make_server) -> None:
     srv = make_server(expire_after=3600)
     exchange = create(srv, b"0123456789", Upload_Length="20")
