@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.cluster import Cluster
-from tests.e2e.test_scale_out import RawPatch, path_of, restart_redis_under_a_patch, resume
+from tests.e2e.test_scale_out import RawPatch, path_of, restart_redis_under_a_patch, resume, sigterm_under_a_patch
 from tests.e2e.test_tus_js_parallel import tus_js_upload
 from tests.s3bucket import PART, BucketView, assert_stored, bucket, data_backend, s3_flags, s3_make_server, upload_id  # noqa: F401
 from tests.support import TUS, S3Server, TusServer, create, head, patch
@@ -172,20 +172,7 @@ def test_graceful_sigterm_mid_part_keeps_every_byte_that_arrived(cluster: Cluste
     part, commits it, answers 503; the client resumes on another instance from there."""
     data = os.urandom(2 * PART + MiB)
     url = create(cluster.url, len(data))
-    leaving = cluster.servers[0]
-    old = RawPatch(leaving.port, path_of(url), 0, len(data))
-    try:
-        old.send(data[:PART + MiB])
-        old.trickle(data[PART + MiB:], 16 * 1024, 0.02)
-        time.sleep(1.0)
-        os.kill(leaving.proc.pid, signal.SIGTERM)
-        status, text = old.response()
-        assert status == 503 and "ERR_SERVER_SHUTDOWN" in text, (status, text)
-        sent = old.sent
-    finally:
-        old.close()
-    assert leaving.proc.wait(timeout=15) in (0, -signal.SIGTERM)
-    leaving.proc = None
+    sent = sigterm_under_a_patch(cluster, url, data, at_once=PART + MiB, after=1.0)
     offset = int(head(url).headers["Upload-Offset"])
     assert PART + MiB < offset <= sent  # not only the full part: every byte that arrived
     statuses, offsets = resume(url, data)
