@@ -114,10 +114,17 @@ class Nginx:
 
 
 class Cluster:
-    """Redis + `instances` tusd-py processes on one shared data directory + nginx."""
+    """Redis + `instances` tusd-py processes on one shared data directory (or one each) + nginx."""
 
     def __init__(
-        self, directory: Path, *, instances: int = 3, proxy_port: int | None = None, redis: str = "single", **flags: object
+        self,
+        directory: Path,
+        *,
+        instances: int = 3,
+        proxy_port: int | None = None,
+        redis: str = "single",
+        separate_dirs: bool = False,
+        **flags: object,
     ) -> None:
         self.directory = directory
         self.redis: RedisServer | SentinelGroup | RedisClusterNodes
@@ -130,7 +137,9 @@ class Cluster:
         self.data_dir = directory / "data"
         flags.setdefault("behind_proxy", True)
         flags.setdefault("ietf_interim", False)  # as compose.yaml: nginx mishandles upstream 1xx
-        self.servers = [TusServer(self.data_dir, redis_url=self.redis.url, **flags) for _ in range(instances)]
+        # separate_dirs: a --dir of each instance's own (the S3 store: nothing is shared but Redis and the bucket)
+        dirs = [directory / f"data{i}" for i in range(instances)] if separate_dirs else [self.data_dir] * instances
+        self.servers = [TusServer(data_dir, redis_url=self.redis.url, **flags) for data_dir in dirs]
         self.proxy = Nginx(directory / "nginx", [server.port for server in self.servers], port=proxy_port)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -119,6 +120,12 @@ async def validators(upload: Upload, data: ReadableDataStore) -> tuple[str | Non
 
 
 async def download_response(request: Request, upload: Upload, data: ReadableDataStore) -> Response:
+    """The upload's committed bytes (or the asked range), streamed.
+
+    The first chunk is read before anything is answered: a store that cannot be
+    read (S3 down) raises here, and the client gets the error table's 503 with
+    Retry-After instead of a 200 whose body breaks off after the headers.
+    """
     size = upload.offset
     try:
         metadata = p.parse_metadata(upload.metadata)
@@ -145,4 +152,12 @@ async def download_response(request: Request, upload: Upload, data: ReadableData
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     if start == end:
         return Response(b"", status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(data.read(upload.id, start, end), status_code=status, headers=headers, media_type=media_type)
+    chunks = aiter(data.read(upload.id, start, end))
+    first = await anext(chunks, b"")
+    return StreamingResponse(_after(first, chunks), status_code=status, headers=headers, media_type=media_type)
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk

@@ -125,7 +125,7 @@ class Engine(Protocol):
 
 
 async def stream(
-engine: Engine,
+    engine: Engine,
     upload: Upload,
     reader: BodyReader,
     lock: Lock,
@@ -174,7 +174,7 @@ engine: Engine,
     return Streamed(stop, written, current, writer.error, matched)
 
 async def settle(
-engine: Engine, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: Streamed
+    engine: Engine, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: Streamed
 ) -> WriteResult:
     """Step 2: decide what of the streamed bytes counts, commit it, finish the upload if it is complete."""
     stop, written, current = streamed.stop, streamed.written, streamed.current

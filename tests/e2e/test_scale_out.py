@@ -294,14 +294,16 @@ def test_killed_instance_mid_patch_resumes_elsewhere_from_the_last_commit(cluste
     assert content(url) == data
 
 
-def test_graceful_sigterm_commits_in_flight_patch_and_answers_503(cluster: Cluster) -> None:
-    data = os.urandom(2 * 1024 * 1024)
-    url = create(cluster.url, len(data))
+def sigterm_under_a_patch(cluster: Cluster, url: str, data: bytes, *, at_once: int = 0, after: float) -> int:
+    """SIGTERM to the first instance `after` seconds into a PATCH of `data` (`at_once` bytes
+    sent at once, the rest trickled): the PATCH answers 503 and the instance exits cleanly.
+    Returns how many body bytes were sent."""
     leaving = cluster.servers[0]
     old = RawPatch(leaving.port, path_of(url), 0, len(data))
     try:
-        old.trickle(data, 16 * 1024, 0.02)
-        time.sleep(0.7)
+        old.send(data[:at_once])
+        old.trickle(data[at_once:], 16 * 1024, 0.02)
+        time.sleep(after)
         os.kill(leaving.proc.pid, signal.SIGTERM)
         status, text = old.response()
         assert status == 503 and "ERR_SERVER_SHUTDOWN" in text, (status, text)
@@ -312,6 +314,13 @@ def test_graceful_sigterm_commits_in_flight_patch_and_answers_503(cluster: Clust
     assert leaving.proc.wait(timeout=15) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in leaving.log()
     leaving.proc = None
+    return sent
+
+
+def test_graceful_sigterm_commits_in_flight_patch_and_answers_503(cluster: Cluster) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    url = create(cluster.url, len(data))
+    sent = sigterm_under_a_patch(cluster, url, data, after=0.7)
     started = time.monotonic()
     response = head(url)
     assert response.status_code == 200
@@ -322,12 +331,8 @@ def test_graceful_sigterm_commits_in_flight_patch_and_answers_503(cluster: Clust
     assert content(url) == data
 
 
-def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
-    done = os.urandom(100_000)
-    finished_url = create(cluster.url, len(done), Upload_Metadata="filename ZG9uZS5iaW4=")
-    assert patch(finished_url, 0, done).status_code == 204
-    data = os.urandom(2 * 1024 * 1024)
-    url = create(cluster.url, len(data))
+def restart_redis_under_a_patch(cluster: Cluster, url: str, data: bytes) -> None:
+    """Redis stops and comes back while a PATCH streams `data` into the first instance; then the client resumes."""
     old = RawPatch(cluster.servers[0].port, path_of(url), 0, len(data))
     old.trickle(data, 16 * 1024, 0.02)
     time.sleep(1.5)
@@ -336,6 +341,15 @@ def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
     cluster.redis.start()
     old.close()
     resume(url, data)
+
+
+def test_redis_restart_mid_upload_loses_nothing(cluster: Cluster) -> None:
+    done = os.urandom(100_000)
+    finished_url = create(cluster.url, len(done), Upload_Metadata="filename ZG9uZS5iaW4=")
+    assert patch(finished_url, 0, done).status_code == 204
+    data = os.urandom(2 * 1024 * 1024)
+    url = create(cluster.url, len(data))
+    restart_redis_under_a_patch(cluster, url, data)
     assert content(url) == data
     response = head(finished_url)
     assert response.status_code == 200

@@ -102,20 +102,24 @@ def offset(url: str) -> int:
     return int(head(url).headers["Upload-Offset"])
 
 
+def upload_until_paused(page, path: Path, above: int) -> str:  # type: ignore[no-untyped-def]
+    """Pick `path` in the page, start, and pause once more than `above` bytes went out; the upload's URL."""
+    page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(path))
+    page.click(".uppy-StatusBar-actionBtn--upload")
+    until(page, f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {above}")
+    page.click("button[title=Pause]")
+    until(page, "() => Object.values(window.uppy.getState().files)[0].isPaused")
+    return page.evaluate(FILE_STATE)[0]["url"]
+
+
 def test_page_uploads_pauses_resumes_and_survives_a_reload(server, browser, proxies, tmp_path: Path) -> None:
     proxy = proxies(server.port, rate=8 * MiB)  # 50 MiB take some 6 s
     data = make_file(tmp_path / "video.mp4", 50 * MiB)
     page = open_page(browser, proxy.base + "/")
     assert page.title() == "Upload files · tusd-py"
 
-    page.set_input_files("input.uppy-Dashboard-input >> nth=0", str(tmp_path / "video.mp4"))
-    page.click(".uppy-StatusBar-actionBtn--upload")
-    until(page, f"() => Object.values(window.uppy.getState().files)[0].progress.bytesUploaded > {5 * MiB}")
-
     # Pause: nothing moves, in the page or on the server.
-    page.click("button[title=Pause]")
-    until(page, "() => Object.values(window.uppy.getState().files)[0].isPaused")
-    url = page.evaluate(FILE_STATE)[0]["url"]
+    url = upload_until_paused(page, tmp_path / "video.mp4", 5 * MiB)
     assert url and url.startswith(proxy.url)
     time.sleep(1.0)  # the aborted PATCH is committed by now
     paused_at, paused_offset = uploaded(page), offset(url)

@@ -218,6 +218,16 @@ class Bucket:
             return None
         return int(response.get("Metadata", {}).get("start", -1)), int(response["ContentLength"])
 
+    async def incomplete_tag(self, handle: Handle) -> str | None:
+        """The ETag of the incomplete part in the bucket (None if there is none): a writer's
+        check that no other writer replaced it meanwhile."""
+        try:
+            with mapped(f"look up the incomplete part of {handle.upload_id}"):
+                response = await self.client.head_object(Bucket=self.name, Key=incomplete_key(self.prefix, handle.upload_id))
+        except UploadNotFound:
+            return None
+        return str(response["ETag"])
+
     # -- plain objects -------------------------------------------------------
 
     async def size(self, key: str) -> int | None:

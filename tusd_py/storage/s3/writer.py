@@ -17,6 +17,13 @@ atomic) and a part is uploaded only once, unless a crash lost its commit; the
 upload again replaces it by number (see `store.S3Store.finish` for services that
 keep both).
 
+The incomplete part is replaced only if it is still the one that was there when
+the writer opened: a writer whose lease lapsed (its commits are refused by the
+fence) must not put back a shorter incomplete part over the one its successor
+committed, or every later writer would find bytes below the committed offset
+missing (tests/e2e/test_s3_instances.py). HEAD then PUT leaves a window of one
+round trip; S3's conditional writes would close it, but not every service has them.
+
 With a checksum (`hold=True`) nothing is sent to S3 before the caller has
 checked it: full parts wait in temporary files, and `finish(verified=...)`
 uploads them or throws them away, so a mismatch leaves no part behind.
@@ -66,6 +73,7 @@ class S3Writer:
         self._chunks: list[bytes | memoryview] = []
         self._filled = 0  # bytes of the part being filled, from _part_start
         self._opened = False
+        self._baseline: str | None = None  # the incomplete part's ETag when this writer opened
         self._local = asyncio.Semaphore(concurrency)
         self._in_flight = in_flight
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +92,7 @@ class S3Writer:
     async def _open(self) -> None:
         """Read back the incomplete part that this writer's first part starts with."""
         self._opened = True
+        self._baseline = await self.bucket.incomplete_tag(self.handle)
         have = self._start - self._part_start
         if have == 0:
             return
@@ -186,6 +195,10 @@ class S3Writer:
                 await self._send(number, data, end)
             await asyncio.gather(*self._tasks)
             if self._error is None and self._filled and self._part_start + self._filled > self.written:
+                if await self.bucket.incomplete_tag(self.handle) != self._baseline:
+                    raise StorageUnavailable(
+                        f"upload {self.handle.upload_id}: another writer replaced the incomplete part meanwhile; this one's tail is not kept"
+                    )
                 tail = b"".join(self._chunks)
                 await self.bucket.put_incomplete(self.handle, self._part_start, tail)
                 self.written = self._part_start + len(tail)
