@@ -24,6 +24,7 @@ _REJECTIONS = {
     AUTHORIZE: p.ERR_FORBIDDEN,
 }
 
+
 class HookFailed(Exception):
     """A transport could not deliver an event or got an unusable answer."""
 
@@ -125,7 +126,6 @@ def _check_header(name: str, value: str) -> None:
         raise HookFailed(f"a hook's {name} header has control characters")
 
 
-
 def rejection(event_type: str, response: HookResponse) -> p.TusError:
     """The error a rejected event answers with: the table's row, with the hook's status if it gave one."""
     default = _REJECTIONS[event_type]
@@ -133,5 +133,3 @@ def rejection(event_type: str, response: HookResponse) -> p.TusError:
         default = p.ERR_UNAUTHORIZED
     message = " ".join((response.message or default.message).split())[:200] or default.message
     return p.TusError(response.status or default.status, default.code, message, tuple(response.headers.items()))
-
-

@@ -60,7 +60,6 @@ URGENT = frozenset({POST_FINISH, POST_TERMINATE})  # never dropped, never behind
 DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped progress events
 
 
-
 class Transport(Protocol):
     """One way of reaching hooks: a Python module, an HTTP endpoint, a Redis stream."""
 
@@ -118,7 +117,6 @@ class _Lane:
 
 
 _current_request: contextvars.ContextVar[HookRequest | None] = contextvars.ContextVar("tusd_py_hook_request", default=None)
-
 
 
 class Hooks:

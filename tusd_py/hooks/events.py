@@ -98,5 +98,3 @@ def decode_metadata(header: str | None) -> dict[str, str]:
     except p.TusError:
         return {}
     return {key: value.decode("utf-8", "replace") for key, value in parsed.items()}
-
-
