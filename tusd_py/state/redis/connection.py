@@ -48,6 +48,10 @@ class RedisConnection:
         self._clustered = self.layout.clustered
         self._waiting_prefix = "" if self._clustered else self.prefix  # what the scripts build `waiting:` keys from
         self.scripts = Scripts(client, min_replicas=min_replicas, wait_ms=wait_ms)
+        self._register_scripts()
+
+    def _register_scripts(self) -> None:
+        """Register the Lua of each part of the store with `self.scripts` (finals.py, store.py)."""
 
     @classmethod
     def from_url(

@@ -164,8 +164,8 @@ return 1
 class RedisFinals(RedisConnection):
     """`ConcatStateStore`, and the `settle` that store.py's scripts run when a part changes."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _register_scripts(self) -> None:
+        super()._register_scripts()
         self._create_final = self.scripts.register(_CREATE_FINAL_ON_CLUSTER if self._clustered else _CREATE_FINAL, durable=True)
         self._settle_final = self.scripts.register(_SETTLE_FINAL)
         self._finish_final = self.scripts.register(_FINISH_FINAL)

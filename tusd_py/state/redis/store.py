@@ -162,8 +162,8 @@ def _claim_field(event: str) -> str:
 class RedisStateStore(RedisFinals):
     name = "Redis"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _register_scripts(self) -> None:
+        super()._register_scripts()
         self._create = self.scripts.register(_CREATE, durable=True)
         self._commit = self.scripts.register(self._settling(_COMMIT), durable=True)
         self._declare_length = self.scripts.register(self._settling(_DECLARE_LENGTH), durable=True)
