@@ -36,7 +36,8 @@ from typing import Awaitable, Callable, Coroutine, Protocol
 
 from tusd_py import protocol as p
 from tusd_py.config import Config
-from tusd_py.hooks.base import DataChoice, Hooks
+from tusd_py.hooks.answers import DataChoice
+from tusd_py.hooks.base import Hooks
 from tusd_py.locks.base import Locker, LockTimeout
 from tusd_py.state.base import CREATED, EXPIRED, FINISHED, ConcatStateStore, StateStore, StateUnavailable, Upload
 from tusd_py.storage.base import ConcatenatingDataStore, DataStore

@@ -9,7 +9,7 @@ over `shards` groups (crc32 of the id), and every key of a group, the group's ow
 each index included, carries the group's hash tag: `<prefix>upload:{t}<id>`,
 `<prefix>lock:{t}<id>`, `<prefix>expiry:{t}`, `<prefix>finals:{t}`, `<prefix>waiting:{t}<part>`,
 `<prefix>unsettled:{t}<final>`, `<prefix>ready:{t}`, `<prefix>settle:{t}` (the settles owed to
-final uploads in other groups, `state/redis.py`), and the group's lock channel `<prefix>locks:{t}`. The tags are chosen so that their slots are
+final uploads in other groups, `state/redis/finals.py`), and the group's lock channel `<prefix>locks:{t}`. The tags are chosen so that their slots are
 evenly spaced over the 16384 slots: a cluster whose masters hold contiguous slot ranges (as
 `redis-cli --cluster create` makes them) gets the same number of groups on each master, and
 no slot holds more than 1/shards of the traffic. The number of shards is fixed for the life

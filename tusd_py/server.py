@@ -9,7 +9,7 @@ header names and values), whatever the reads they came in: one read may hold a
 whole 70 KiB head, or a small head and the start of a body.
 
 It also hands request bodies to the app without uvicorn's two extra copies of
-every byte (see `on_body`): tus servers mostly receive bodies.
+every byte (`compat.collect_body_chunks`): tus servers mostly receive bodies.
 
 ASGI has no message for a general 1xx interim response (its early-hints extension
 carries only `Link` fields, and uvicorn sends it over HTTP/2 only), and uvicorn's
@@ -17,8 +17,11 @@ HTTP/1.1 protocols send no 1xx but `100 Continue`. The IETF resumable-upload dra
 announces an upload with `104 Upload Resumption Supported` carrying `Location`, so
 the protocol also accepts `{"type": "http.response.informational", "status": 1xx,
 "headers": [...]}` before the response starts, and says so in the scope's
-`extensions`, as ASGI extensions do. It writes the interim response to the
-transport like uvicorn writes its own `100 Continue`.
+`extensions`, as ASGI extensions do (`compat.allow_interim`). It writes the interim
+response to the transport like uvicorn writes its own `100 Continue`.
+
+What this reaches of uvicorn's internals is in `compat.py`; the protocol here
+overrides only the parser's callbacks and the asyncio protocol's own methods.
 """
 
 from __future__ import annotations
@@ -36,63 +39,23 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
-import httptools
 import uvicorn
 
 from tusd_py.app import create_app
-from tusd_py.compat import HIGH_WATER_LIMIT, HttpToolsProtocol, RequestResponseCycle
+from tusd_py.compat import HttpToolsBase, allow_interim, collect_body_chunks
 from tusd_py.interim import INFORMATIONAL, interim_response
 from tusd_py.protocol import ERR_HEADERS_TOO_LARGE, TUS_VERSION
 
 
-def _send_with_interim(cycle: RequestResponseCycle) -> Callable[[Any], Any]:
-    send = cycle.send
-
-    async def send_with_interim(message: Any) -> None:
-        if message["type"] != INFORMATIONAL:
-            await send(message)
-            return
-        head = interim_response(int(message["status"]), list(message.get("headers", [])))
-        # Interim responses are optional: none once the final one started, and none
-        # to a client that does not read its responses (rather than waiting on it).
-        if cycle.response_started or cycle.disconnected or cycle.transport.is_closing() or cycle.flow.write_paused:
-            return
-        cycle.transport.write(head)
-
-    return send_with_interim
-
-
-class _BodyChunks:
-    """Body bytes received and not yet taken by the app, as the chunks they came in.
-
-    Stands in for uvicorn's `cycle.body` bytearray: uvicorn appends every chunk to
-    the bytearray (one copy) and hands the app `bytes(bytearray)` (a second copy).
-    Here `bytes()` of a single chunk is that chunk itself, and a few chunks are
-    joined once. uvicorn's `receive()` puts a fresh bytearray back after each take.
-    """
-
-    __slots__ = ("chunks", "size")
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-    def append(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-        self.size += len(chunk)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bytes__(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+def _interim_head(message: Any) -> bytes:
+    return interim_response(int(message["status"]), list(message.get("headers", [])))
 
 
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops parsing this request there."""
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(HttpToolsBase):
     """httptools protocol that answers 431 past `max_head_bytes`, and closes a
     connection whose request head is not complete within `head_timeout` seconds."""
 
@@ -133,29 +96,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        # uvicorn's data_received (0.30 to 0.54), with the head's size checked: a head past
-        # the limit stops the parser in `_count_head` and is answered 431, not logged as invalid.
         if self._awaiting_head:
             self._head_bytes += len(data)
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            msg = "request head too large" if self._head_too_large else "Invalid HTTP request received."
-            if not self._head_too_large:
-                self.logger.warning(msg)
-            self.send_400_response(msg)
-            return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        super().data_received(data)  # a head past the limit stops the parser in `_count_head`
         # Still no complete head after more than the limit (one read can hold a whole head
         # and the start of a body, so the reads' count matters only while the head is incomplete).
         if self._awaiting_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._head_too_large = True
-            self.send_400_response("request head too large")
+            self._answer_head_too_large()
 
     def on_message_begin(self) -> None:  # each request, pipelined ones too
         self._parsed_head_bytes = 0
@@ -176,25 +124,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _HeadTooLarge()  # before on_headers_complete: no request reaches the app
 
     def on_body(self, body: bytes) -> None:
-        # uvicorn's on_body (0.30 to 0.54), with the bytearray replaced by `_BodyChunks`.
-        cycle = self.cycle
-        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
-            return
-        pending: Any = cycle.body  # a bytearray, or our _BodyChunks in its place
-        if type(pending) is not _BodyChunks:
-            if pending:  # not expected: uvicorn only ever leaves an empty bytearray there
-                super().on_body(body)
-                return
-            pending = cycle.body = _BodyChunks()  # type: ignore[assignment]
-        pending.append(body)
-        if pending.size > HIGH_WATER_LIMIT:
-            self.flow.pause_reading()
-        cycle.message_event.set()
+        collect_body_chunks(self.cycle)
+        super().on_body(body)
 
-    def send_400_response(self, msg: str) -> None:
-        if not self._head_too_large:
-            super().send_400_response(msg)
-            return
+    def invalid_request(self) -> None:
+        if self._head_too_large:  # answered 431, not logged as invalid
+            self._answer_head_too_large()
+        else:
+            super().invalid_request()
+
+    def _answer_head_too_large(self) -> None:
         error = ERR_HEADERS_TOO_LARGE()
         body = f"{error.code}: {error.message}\n".encode()
         self.transport.write(
@@ -207,12 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
-        cycle = self.cycle
-        # A 1xx must not go to an HTTP/1.0 client (RFC 9110, 15.2). The task that runs the
-        # app has not started yet, so it sees the extension and the wrapped send.
-        if cycle is not None and cycle.scope is self.scope and self.scope.get("http_version") == "1.1":
-            self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
-            cycle.send = _send_with_interim(cycle)  # type: ignore[method-assign,assignment]
+        allow_interim(self, INFORMATIONAL, _interim_head)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

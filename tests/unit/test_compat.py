@@ -97,8 +97,9 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def _feed(protocol_class: type, data: bytes) -> tuple[list[bytes], Any, bytes]:
-    """Run `data` through a real uvicorn protocol with an app that reads the body."""
+def _feed(protocol_class: type, data: bytes, *, refused: bool = False) -> tuple[list[bytes], Any, bytes]:
+    """Run `data` through a real uvicorn protocol with an app that reads the body
+    (`refused`: the parser refuses the request, so no cycle starts)."""
     import uvicorn
     from uvicorn.server import ServerState
 
@@ -122,6 +123,9 @@ def _feed(protocol_class: type, data: bytes) -> tuple[list[bytes], Any, bytes]:
         transport = _Transport()
         protocol.connection_made(transport)
         protocol.data_received(data)
+        if refused:
+            assert protocol.cycle is None and transport.closed
+            return bytes(transport.out)
         cycle = protocol.cycle
         assert isinstance(cycle, compat.RequestResponseCycle)
         for attribute in ("body", "message_event", "response_started", "response_complete", "disconnected", "flow", "transport", "send"):
@@ -148,3 +152,57 @@ def test_our_protocol_hands_the_same_body_over_without_the_bytearray() -> None:
     bodies, scope, out = _feed(GuardedHttpToolsProtocol, REQUEST)
     assert b"".join(bodies) == b"hello" and out.startswith(b"HTTP/1.1 204")
     assert "http.response.informational" in scope["extensions"]  # the interim extension was announced
+
+
+BAD_REQUEST = b"GET /files/x HTTP/1.1\r\nbad header\r\n\r\n"
+
+
+def test_our_data_received_answers_what_the_parser_refuses_as_uvicorn_does(caplog: Any) -> None:
+    """HttpToolsBase keeps uvicorn's data_received but hands a refused request to `invalid_request`."""
+    for protocol_class in (compat.HttpToolsProtocol, compat.HttpToolsBase):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="uvicorn.error"):
+            bodies, scope, out = _feed(protocol_class, BAD_REQUEST, refused=True)
+        assert out.startswith(b"HTTP/1.1 400 ") and b"Invalid HTTP request received." in out, protocol_class
+        assert scope is None and "Invalid HTTP request received." in caplog.text, protocol_class
+
+
+def test_a_head_past_the_limit_is_431_and_not_logged_as_invalid(caplog: Any) -> None:
+    head = b"GET /files/x HTTP/1.1\r\nhost: a\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with caplog.at_level("WARNING", logger="uvicorn.error"):
+        _, scope, out = _feed(GuardedHttpToolsProtocol, head, refused=True)
+    assert out.startswith(b"HTTP/1.1 431 ") and b"ERR_HEADERS_TOO_LARGE" in out
+    assert scope is None and "Invalid HTTP request" not in caplog.text
+
+
+def test_uvicorn_on_body_appends_to_cycle_body_and_measures_it() -> None:
+    """uvicorn's on_body does `cycle.body += chunk` and `len(cycle.body)`, and its receive()
+    takes `bytes(cycle.body)` and leaves an empty bytearray: what BodyChunks stands in for."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.Event().wait()  # the test takes the body itself
+
+    async def main() -> None:
+        config = uvicorn.Config(app, log_config=None, lifespan="off")
+        config.load()
+        protocol = GuardedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(_Transport())
+        protocol.data_received(REQUEST[:-3])  # the head and "he"
+        protocol.data_received(REQUEST[-3:])  # "llo"
+        cycle = protocol.cycle
+        assert type(cycle.body) is compat.BodyChunks and len(cycle.body) == 5
+        assert cycle.body.chunks == [b"he", b"llo"]  # type: ignore[attr-defined]
+        message = await cycle.receive()
+        assert message["body"] == b"hello" and not message["more_body"]
+        assert type(cycle.body) is bytearray and not cycle.body
+        compat.collect_body_chunks(cycle)
+        assert type(cycle.body) is compat.BodyChunks
+
+    asyncio.run(main())
+
+
+def test_interim_is_allowed_on_http_1_1_only() -> None:
+    _, scope, _ = _feed(GuardedHttpToolsProtocol, REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0"))
+    assert "http.response.informational" not in scope.get("extensions", {})

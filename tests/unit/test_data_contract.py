@@ -13,7 +13,9 @@ from tusd_py import protocol as p
 from tusd_py.capabilities import Capabilities
 from tusd_py.config import Config
 from tusd_py.errors import to_tus_error
-from tusd_py.hooks.base import DataChoice, HookEvent, HookFailed, HookResponse, Hooks
+from tusd_py.hooks.answers import DataChoice, HookFailed, HookResponse
+from tusd_py.hooks.base import Hooks
+from tusd_py.hooks.events import HookEvent
 from tusd_py.state.base import Upload
 from tusd_py.state.local import LocalStateStore
 from tusd_py.storage.files import FileStore

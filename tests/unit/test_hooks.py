@@ -8,7 +8,7 @@ import pytest
 
 from tusd_py import protocol as p
 from tusd_py.hooks import HookEvent, HookResponse, Hooks, Reject
-from tusd_py.hooks.base import HookFailed, HookTimeout
+from tusd_py.hooks.answers import HookFailed, HookTimeout
 from tusd_py.state.base import Upload
 
 pytestmark = pytest.mark.anyio

@@ -1,8 +1,8 @@
-"""The request body hand-over of GuardedHttpToolsProtocol (no copies of single chunks)."""
+"""The request body hand-over of GuardedHttpToolsProtocol (compat.BodyChunks: no copies of single chunks)."""
 
 from __future__ import annotations
 
-from tusd_py.server import _BodyChunks
+from tusd_py.compat import BodyChunks as _BodyChunks
 
 
 def test_one_chunk_is_handed_over_as_it_came() -> None:

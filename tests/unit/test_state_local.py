@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tusd_py.state import local
 from tusd_py.state.base import Upload
-from tusd_py.state.local import LocalStateStore
+from tusd_py.state.local import LocalStateStore, database
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +21,7 @@ def wal_pages(path: Path) -> int:
 
 
 async def test_statements_run_on_the_loop_and_checkpoints_on_the_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(database, "CHECKPOINT_EVERY", 20)
     path = tmp_path / "state.sqlite3"
     store = LocalStateStore(path)
     threads: list[str] = []

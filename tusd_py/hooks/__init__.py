@@ -1,11 +1,15 @@
-"""Hooks (see `base.py`): built from the configuration with `build_hooks`."""
+"""Hooks: events (`events.py`), answers (`answers.py`), the queueing `Hooks` (`base.py`), one
+module per transport; built from the configuration with `build_hooks`."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from tusd_py.config import Config
-from tusd_py.hooks.base import (
+from tusd_py.hooks.answers import HookResponse, Reject
+from tusd_py.hooks.base import HookMetrics, Hooks, Transport
+from tusd_py.hooks.capacity import HookCapacity
+from tusd_py.hooks.events import (
     AUTHORIZE,
     BLOCKING,
     EVENTS,
@@ -17,15 +21,9 @@ from tusd_py.hooks.base import (
     PRE_FINISH,
     PRE_TERMINATE,
     HookEvent,
-    HookMetrics,
     HookRequest,
-    HookResponse,
-    Hooks,
     HookUpload,
-    Reject,
-    Transport,
 )
-from tusd_py.hooks.capacity import HookCapacity
 
 
 def build_hooks(config: Config, *, storage: Callable[[str], dict[str, str]], metrics: HookMetrics | None = None) -> Hooks:

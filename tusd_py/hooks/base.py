@@ -2,8 +2,9 @@
 
 The handler calls one `Hooks` object at clearly named points (`pre_create`,
 `post_finish`, ...). It turns an upload record and the current request into a
-`HookEvent` and hands it to each configured transport (`module.py`, `http.py`,
-`stream.py`) that takes that event type.
+`HookEvent` (events.py) and hands it to each configured transport (`module.py`,
+`http.py`, `stream.py`) that takes that event type; what they answer is checked
+in answers.py.
 
 Blocking events (`pre-create`, `pre-finish`, `pre-terminate`, `authorize`) are
 awaited: a transport may reject them (the request is answered with the hook's
@@ -26,246 +27,37 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
-import re
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from starlette.requests import Request
 
 from tusd_py import protocol as p
+from tusd_py.hooks.answers import DataChoice, HookResponse, HookTimeout, Reject, rejection
 from tusd_py.hooks.capacity import HookCapacity, HooksBusy
+from tusd_py.hooks.events import (
+    AUTHORIZE as AUTHORIZE,  # re-exported: engine.py imports AUTHORIZE and POST_RECEIVE from here
+    EVENTS,
+    POST_CREATE,
+    POST_FINISH,
+    POST_RECEIVE as POST_RECEIVE,
+    POST_TERMINATE,
+    PRE_CREATE,
+    PRE_FINISH,
+    PRE_TERMINATE,
+    HookEvent,
+    HookRequest,
+    HookUpload,
+    decode_metadata,
+)
 from tusd_py.state.base import Upload
 
 logger = logging.getLogger("tusd_py.hooks")
 
-PRE_CREATE = "pre-create"
-POST_CREATE = "post-create"
-POST_RECEIVE = "post-receive"
-PRE_FINISH = "pre-finish"
-POST_FINISH = "post-finish"
-PRE_TERMINATE = "pre-terminate"
-POST_TERMINATE = "post-terminate"
-AUTHORIZE = "authorize"
-
-EVENTS = (AUTHORIZE, PRE_CREATE, POST_CREATE, POST_RECEIVE, PRE_FINISH, POST_FINISH, PRE_TERMINATE, POST_TERMINATE)
-BLOCKING = frozenset({AUTHORIZE, PRE_CREATE, PRE_FINISH, PRE_TERMINATE})
-
-# What a rejection of each blocking event answers with, unless the hook names its own status.
-_REJECTIONS = {
-    PRE_CREATE: p.ERR_UPLOAD_REJECTED,
-    PRE_FINISH: p.ERR_FINISH_REJECTED,
-    PRE_TERMINATE: p.ERR_TERMINATION_REJECTED,
-    AUTHORIZE: p.ERR_FORBIDDEN,
-}
 QUEUE_SIZE = 10_000  # default of --hooks-queue-size: notifications waiting per transport and kind
 URGENT = frozenset({POST_FINISH, POST_TERMINATE})  # never dropped, never behind progress
 DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped progress events
-
-
-class HookFailed(Exception):
-    """A transport could not deliver an event or got an unusable answer."""
-
-
-class HookTimeout(HookFailed):
-    """A transport's receiver did not answer in time."""
-
-
-class Reject(Exception):
-    """Raised by a Python hook function to reject: `raise Reject(403, "not your upload")`."""
-
-    def __init__(self, status: int | None = None, message: str | None = None, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message or "rejected")
-        self.response = HookResponse(reject=True, status=status, message=message, headers=dict(headers or {}))
-
-
-@dataclass
-class HookRequest:
-    """The request that caused an event (`None` for events no request caused)."""
-
-    method: str
-    uri: str
-    remote_addr: str
-    headers: dict[str, str]  # every request header, names in lower case
-
-    @classmethod
-    def from_request(cls, request: Request, method: str) -> HookRequest:
-        client = request.client
-        uri = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return cls(
-            method=method,
-            uri=uri,
-            remote_addr=f"{client.host}:{client.port}" if client else "",
-            headers={name: request.headers[name] for name in request.headers.keys()},
-        )
-
-
-@dataclass
-class HookUpload:
-    """An upload as hooks see it: metadata decoded, the data file named."""
-
-    id: str
-    size: int | None  # None while the length is deferred
-    offset: int
-    metadata: dict[str, str]  # values decoded from base64 as UTF-8 (undecodable bytes replaced)
-    is_partial: bool
-    is_final: bool
-    partial_uploads: list[str]
-    state: str  # created, uploading, finished, terminated, expired
-    created: float
-    expires: float | None
-    storage: dict[str, str]  # {"type": "files", "path": "/abs/path/of/the/data"}
-
-    @property
-    def size_is_deferred(self) -> bool:
-        return self.size is None
-
-
-@dataclass
-class HookEvent:
-    type: str
-    # None for `authorize` when no record exists: a creation (POST, `upload_id` None), or an
-    # id nobody created, or that was terminated (`upload_id` names it).
-    upload: HookUpload | None
-    request: HookRequest | None
-    upload_id: str | None = None  # the upload the event is about; None only for a creation
-
-    def to_dict(self) -> dict[str, Any]:
-        upload = None
-        if self.upload is not None:
-            upload = asdict(self.upload)
-            upload["size_is_deferred"] = self.upload.size_is_deferred
-        request = asdict(self.request) if self.request else None
-        return {"type": self.type, "upload_id": self.upload_id, "upload": upload, "request": request}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-
-@dataclass
-class HookResponse:
-    """What a hook answers. Every field is optional; an empty answer lets the request go on.
-
-    `reject` (any blocking event) refuses, with `status` (400..599), `message` and
-    `headers` for the response. `id` and `metadata` (pre-create only) replace the
-    upload's id and metadata. `storage` (pre-create only, as tusd's
-    `ChangeFileInfo.Storage`): where the data store puts the upload's bytes,
-    `{"key": "<object key relative to the store's prefix>", "metadata": {...}}`
-    (extra object metadata), both optional; a file store ignores it.
-    """
-
-    reject: bool = False
-    status: int | None = None
-    message: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    id: str | None = None
-    metadata: dict[str, str] | None = None
-    storage: dict[str, Any] | None = None
-
-    @classmethod
-    def parse(cls, value: object) -> HookResponse | None:
-        """A transport's answer (None, a HookResponse or a dict of the same fields), checked.
-
-        Every answer goes through here, whoever made it (a dict, a returned or raised
-        HookResponse, `Reject(...)`, a webhook's reply), so that nothing a hook says can
-        make a response the server cannot send: a status outside 400..599 (a 3xx would
-        redirect, a 2xx would let the request through), a header that is not a token
-        or whose value is not latin-1 without control characters, a header that frames
-        the response. Any of those is HookFailed: the request gets 502, the log says why.
-        """
-        if value is None:
-            return None
-        if isinstance(value, HookResponse):
-            value = asdict(value)
-        if not isinstance(value, Mapping):
-            raise HookFailed(f"a hook answered with {type(value).__name__}, not an object")
-        unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata", "storage"}
-        if unknown:
-            raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(map(str, unknown)))[:200]}")
-        if not isinstance(value.get("reject", False), bool):
-            raise HookFailed("a hook's reject must be true or false")
-        status = value.get("status")
-        if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
-            raise HookFailed(f"a hook's status must be an integer from 400 to 599, not {status!r:.40}")
-        headers = value.get("headers") or {}
-        metadata = value.get("metadata")
-        if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise HookFailed("a hook's headers must map strings to strings")
-        for name, header_value in headers.items():
-            _check_header(name, header_value)
-        if metadata is not None and (
-            not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-        ):
-            raise HookFailed("a hook's metadata must map strings to strings")
-        for name in ("message", "id"):
-            if value.get(name) is not None and not isinstance(value[name], str):
-                raise HookFailed(f"a hook's {name} must be a string")
-        storage = _check_storage(value.get("storage"))
-        return cls(
-            reject=bool(value.get("reject", False)),
-            status=status,
-            message=value.get("message"),
-            headers=dict(headers),
-            id=value.get("id"),
-            metadata=dict(metadata) if metadata is not None else None,
-            storage=storage,
-        )
-
-
-@dataclass(frozen=True)
-class DataChoice:
-    """What the pre-create hook chose for the upload's data (`HookResponse.storage`)."""
-
-    key: str | None = None  # the object key, relative to the data store's prefix
-    metadata: dict[str, str] = field(default_factory=dict)  # extra object metadata
-
-
-def _check_storage(storage: object) -> dict[str, Any] | None:
-    """A hook's `storage` answer, or HookFailed (502): only `key` (a relative object key that
-    stays inside the prefix, `protocol.object_key_problem`) and `metadata` (strings)."""
-    if storage is None:
-        return None
-    if not isinstance(storage, Mapping):
-        raise HookFailed("a hook's storage must be an object")
-    unknown = set(storage) - {"key", "metadata"}
-    if unknown:
-        raise HookFailed(f"unknown fields in a hook's storage: {', '.join(sorted(map(str, unknown)))[:200]}")
-    key = storage.get("key")
-    if key is not None:
-        if not isinstance(key, str):
-            raise HookFailed("a hook's storage key must be a string")
-        problem = p.object_key_problem(key)
-        if problem is not None:
-            raise HookFailed(f"a hook's storage key {key[:100]!r}: {problem}")
-    metadata = storage.get("metadata")
-    if metadata is not None and (
-        not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-    ):
-        raise HookFailed("a hook's storage metadata must map strings to strings")
-    return {"key": key, "metadata": dict(metadata or {})}
-
-
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
-_VALUE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")  # latin-1 only is checked apart
-# Headers that describe the body or the connection are the server's, never a hook's.
-_SERVER_HEADERS = frozenset(
-    {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"}
-)
-
-
-def _check_header(name: str, value: str) -> None:
-    if _TOKEN_RE.fullmatch(name) is None:
-        raise HookFailed(f"a hook's header name {name!r:.60} is not a token")
-    if name.lower() in _SERVER_HEADERS:
-        raise HookFailed(f"a hook may not set {name}")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise HookFailed(f"a hook's {name} header is not latin-1") from None
-    if _VALUE_RE.fullmatch(value) is None:
-        raise HookFailed(f"a hook's {name} header has control characters")
 
 
 class Transport(Protocol):
@@ -325,23 +117,6 @@ class _Lane:
 
 
 _current_request: contextvars.ContextVar[HookRequest | None] = contextvars.ContextVar("tusd_py_hook_request", default=None)
-
-
-def decode_metadata(header: str | None) -> dict[str, str]:
-    try:
-        parsed = p.parse_metadata(header)
-    except p.TusError:
-        return {}
-    return {key: value.decode("utf-8", "replace") for key, value in parsed.items()}
-
-
-def rejection(event_type: str, response: HookResponse) -> p.TusError:
-    """The error a rejected event answers with: the table's row, with the hook's status if it gave one."""
-    default = _REJECTIONS[event_type]
-    if event_type == AUTHORIZE and response.status == 401:
-        default = p.ERR_UNAUTHORIZED
-    message = " ".join((response.message or default.message).split())[:200] or default.message
-    return p.TusError(response.status or default.status, default.code, message, tuple(response.headers.items()))
 
 
 class Hooks:

@@ -17,7 +17,8 @@ from typing import Iterable
 
 import httpx
 
-from tusd_py.hooks.base import EVENTS, HookEvent, HookFailed, HookResponse, HookTimeout
+from tusd_py.hooks.answers import HookFailed, HookResponse, HookTimeout
+from tusd_py.hooks.events import EVENTS, HookEvent
 
 MAX_RESPONSE = 64 * 1024
 

@@ -14,8 +14,9 @@ import importlib
 import inspect
 from typing import Any, Callable, Iterable
 
-from tusd_py.hooks.base import BLOCKING, EVENTS, HookEvent, HookResponse, Reject
+from tusd_py.hooks.answers import HookResponse, Reject
 from tusd_py.hooks.capacity import HookCapacity
+from tusd_py.hooks.events import BLOCKING, EVENTS, HookEvent
 
 
 class ModuleTransport:

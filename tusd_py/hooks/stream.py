@@ -18,7 +18,8 @@ from typing import Iterable
 
 from redis.exceptions import RedisError
 
-from tusd_py.hooks.base import POST_CREATE, POST_FINISH, POST_TERMINATE, HookEvent, HookFailed, HookResponse
+from tusd_py.hooks.answers import HookFailed, HookResponse
+from tusd_py.hooks.events import POST_CREATE, POST_FINISH, POST_TERMINATE, HookEvent
 from tusd_py.redis_connect import RedisClient, close, connect, is_clustered
 from tusd_py.redis_keys import DEFAULT_SHARDS, KeyLayout
 
