@@ -12,7 +12,8 @@ nothing about speed.
 For each topology (tests/cluster.py: redis-server with AOF, N tusd-py, nginx round-robin) it prints
 uploads/s, the Redis commands per upload from `INFO commandstats` (commands run inside scripts
 included), and the round trips each request makes to Redis, counted on one sample upload with MONITOR
-(a round trip is a command sent by a client; the commands a script runs inside Redis are not).
+(a round trip is a command sent by a client; the commands a script runs inside Redis are not), the
+second of two (the scripts cached by then). Issue 19's target: POST 1, PATCH 2.
 Every upload is checked: 201, then 204 with the full offset, and a sample of stored files is hashed.
 """
 
@@ -78,20 +79,25 @@ def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, in
     counts = {}
 
     async def one() -> None:
+        start = len(seen)
         conn = Connection("127.0.0.1", cluster.proxy.port)
         status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
         time.sleep(0.2)
-        counts["POST"] = len(seen)
+        counts["POST"] = len(seen) - start
         path = "/files/" + headers["location"].rsplit("/", 1)[1]
         status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
         assert status == 204
         time.sleep(0.2)
-        counts["PATCH"] = len(seen) - counts["POST"]
+        counts["PATCH"] = len(seen) - start - counts["POST"]
         await conn.request("HEAD", path, TUS)
         time.sleep(0.2)
-        counts["HEAD"] = len(seen) - counts["POST"] - counts["PATCH"]
+        counts["HEAD"] = len(seen) - start - counts["POST"] - counts["PATCH"]
         await conn.close()
 
+    # Twice, counted the second time: the first HEAD may be the first release the instance sends
+    # (the warm-up's PATCHes finish their uploads, and let go of the lock with the commit), and
+    # Redis then answers NOSCRIPT once, a round trip only the first call of a script pays.
+    asyncio.run(one())
     asyncio.run(one())
     stop.set()
     for url, thread, client in zip(nodes, threads, clients):
