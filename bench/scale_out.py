@@ -10,10 +10,11 @@ nothing about speed.
 --redis-min-replicas 1: WAIT after every creation, commit and lock), `cluster` (3 masters).
 
 For each topology (tests/cluster.py: redis-server with AOF, N tusd-py, nginx round-robin) it prints
-uploads/s, the Redis commands per upload from `INFO commandstats` (commands run inside scripts
-included), and the round trips each request makes to Redis, counted on one sample upload with MONITOR
-(a round trip is a command sent by a client; the commands a script runs inside Redis are not), the
-second of two (the scripts cached by then). Issue 19's target: POST 1, PATCH 2.
+uploads/s, the CPU seconds per upload of the tusd-py instances (/proc) and of Redis (`INFO cpu`), the
+Redis commands per upload from `INFO commandstats` (commands run inside scripts included), and the
+round trips each request makes to Redis, counted on one sample upload with MONITOR (a round trip is
+a command sent by a client; the commands a script runs inside Redis are not), the second of two (the
+scripts cached by then). Issue 19's target: POST 1, PATCH 2.
 Every upload is checked: 201, then 204 with the full offset, and a sample of stored files is hashed.
 """
 
@@ -107,6 +108,27 @@ def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, in
     return counts
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: /proc/<pid>/stat, fields 14 and 15."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(nodes: list[str]) -> float:
+    """CPU seconds the Redis data nodes have used so far (INFO cpu, main thread and the others)."""
+    total = 0.0
+    for url in nodes:
+        with redis.Redis.from_url(url) as admin:
+            info = admin.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+def cpu_used(cluster: Cluster, nodes: list[str]) -> tuple[float, float]:
+    """(tusd-py instances, Redis) CPU seconds so far: counts, unlike wall-clock rates on a shared machine."""
+    return sum(process_cpu(server.proc.pid) for server in cluster.servers if server.proc), redis_cpu(nodes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000)
@@ -132,7 +154,10 @@ def main() -> None:
                 for url in nodes:
                     with redis.Redis.from_url(url) as admin:
                         admin.config_resetstat()
+                cpu_before = cpu_used(cluster, nodes)
                 elapsed, paths = many_uploads(cluster.proxy.port, args.count, body, args.concurrency)
+                cpu_after = cpu_used(cluster, nodes)
+                tusd_us, redis_us = ((after - before) / args.count * 1e6 for after, before in zip(cpu_after, cpu_before))
                 calls = Counter()
                 for url in nodes:
                     calls.update(redis_commands(url))
@@ -148,12 +173,14 @@ def main() -> None:
             detail = ", ".join(f"{name} {n:.2f}" for name, n in per_upload.most_common())
             print(f"{topology}, {instances} instance(s): {rate:,.0f} uploads/s; Redis commands per upload {total:.2f} ({detail})")
             print(f"  round trips to Redis: POST {trips['POST']}, PATCH {trips['PATCH']}, HEAD {trips['HEAD']}", flush=True)
-            rows.append((topology, instances, f"{rate:,.0f}", f"{total:.1f}", f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"))
+            print(f"  CPU per upload: tusd-py {tusd_us:,.0f} us, Redis {redis_us:,.0f} us", flush=True)
+            trips_cell = f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"
+            rows.append((topology, instances, f"{rate:,.0f}", f"{total:.1f}", trips_cell, f"{tusd_us:,.0f} / {redis_us:,.0f}"))
     print()
     print(f"{args.count} uploads of {args.kib} KiB (POST + PATCH), concurrency {args.concurrency}, through nginx:")
     print()
-    print("| Redis | instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD |")
-    print("|---|---:|---:|---:|---|")
+    print("| Redis | instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD | CPU us per upload tusd-py / Redis |")
+    print("|---|---:|---:|---:|---|---:|")
     for row in rows:
         print("| " + " | ".join(str(cell) for cell in row) + " |")
 
