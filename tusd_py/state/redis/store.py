@@ -222,8 +222,9 @@ class RedisStateStore(RedisFinals):
         if fence is not None:
             keys.append(fence.key)
             args.append(fence.token)
-        # The commit that finishes a whole upload lets go of its lock too: nothing after it
-        # needs the lock (`locks/redis.py`). Partial uploads keep it for the concatenation.
+        # The commit that finishes a whole upload (the one with the finish claim) lets go of its
+        # lock too: nothing after it needs the lock (`locks/redis.py`). A partial upload's carries
+        # no claim, and its hold releases the lock as before.
         lease = fence.lease if isinstance(fence, RedisFence) and claim is not None else None
         if lease is not None:
             args += ["1", *lease.release_args()]
