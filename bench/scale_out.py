@@ -10,9 +10,11 @@ nothing about speed.
 --redis-min-replicas 1: WAIT after every creation, commit and lock), `cluster` (3 masters).
 
 For each topology (tests/cluster.py: redis-server with AOF, N tusd-py, nginx round-robin) it prints
-uploads/s, the Redis commands per upload from `INFO commandstats` (commands run inside scripts
-included), and the round trips each request makes to Redis, counted on one sample upload with MONITOR
-(a round trip is a command sent by a client; the commands a script runs inside Redis are not).
+uploads/s, the CPU seconds per upload of the tusd-py instances (/proc) and of Redis (`INFO cpu`), the
+Redis commands per upload from `INFO commandstats` (commands run inside scripts included), and the
+round trips each request makes to Redis, counted on one sample upload with MONITOR (a round trip is
+a command sent by a client; the commands a script runs inside Redis are not), once the warm-up (50
+uploads and a HEAD of each) has cached the scripts on every node. Issue 19's target: POST 1, PATCH 2.
 Every upload is checked: 201, then 204 with the full offset, and a sample of stored files is hashed.
 """
 
@@ -54,6 +56,16 @@ def data_nodes(cluster: Cluster, topology: str) -> list[str]:
     return [cluster.redis.url]
 
 
+async def heads(port: int, paths: list[str]) -> None:
+    """A HEAD of each upload: the PATCHes that finish an upload let go of the lock with their commit,
+    so without these no release script would have run (a first call costs a NOSCRIPT round trip)."""
+    conn = Connection("127.0.0.1", port)
+    for path in paths:
+        status, _ = await conn.request("HEAD", path, TUS)
+        assert status == 200
+    await conn.close()
+
+
 def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, int]:
     """Client commands per request of one upload, watched with MONITOR on every data node."""
     clients = [redis.Redis.from_url(url, decode_responses=True) for url in nodes]
@@ -78,18 +90,19 @@ def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, in
     counts = {}
 
     async def one() -> None:
+        start = len(seen)
         conn = Connection("127.0.0.1", cluster.proxy.port)
         status, headers = await conn.request("POST", "/files/", {**TUS, "Upload-Length": str(len(body))})
         time.sleep(0.2)
-        counts["POST"] = len(seen)
+        counts["POST"] = len(seen) - start
         path = "/files/" + headers["location"].rsplit("/", 1)[1]
         status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
         assert status == 204
         time.sleep(0.2)
-        counts["PATCH"] = len(seen) - counts["POST"]
+        counts["PATCH"] = len(seen) - start - counts["POST"]
         await conn.request("HEAD", path, TUS)
         time.sleep(0.2)
-        counts["HEAD"] = len(seen) - counts["POST"] - counts["PATCH"]
+        counts["HEAD"] = len(seen) - start - counts["POST"] - counts["PATCH"]
         await conn.close()
 
     asyncio.run(one())
@@ -99,6 +112,27 @@ def round_trips(nodes: list[str], cluster: Cluster, body: bytes) -> dict[str, in
         thread.join(5)
         client.close()
     return counts
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: /proc/<pid>/stat, fields 14 and 15."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(nodes: list[str]) -> float:
+    """CPU seconds the Redis data nodes have used so far (INFO cpu, main thread and the others)."""
+    total = 0.0
+    for url in nodes:
+        with redis.Redis.from_url(url) as admin:
+            info = admin.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+def cpu_used(cluster: Cluster, nodes: list[str]) -> tuple[float, float]:
+    """(tusd-py instances, Redis) CPU seconds so far: counts, unlike wall-clock rates on a shared machine."""
+    return sum(process_cpu(server.proc.pid) for server in cluster.servers if server.proc), redis_cpu(nodes)
 
 
 def main() -> None:
@@ -120,13 +154,17 @@ def main() -> None:
             directory = Path(tmp) / f"{topology}-{instances}"
             cluster = Cluster(directory, instances=instances, redis=redis_kind, log_level="warning", **flags).start()
             try:
-                many_uploads(cluster.proxy.port, 50, body, 8)  # warm up: connections, script cache
+                _, warm = many_uploads(cluster.proxy.port, 50, body, 8)  # warm up: connections, script cache
+                asyncio.run(heads(cluster.proxy.port, warm))  # and the release script (HEAD's) on every node
                 nodes = data_nodes(cluster, topology)
                 trips = round_trips(nodes, cluster, body)
                 for url in nodes:
                     with redis.Redis.from_url(url) as admin:
                         admin.config_resetstat()
+                cpu_before = cpu_used(cluster, nodes)
                 elapsed, paths = many_uploads(cluster.proxy.port, args.count, body, args.concurrency)
+                cpu_after = cpu_used(cluster, nodes)
+                tusd_us, redis_us = ((after - before) / args.count * 1e6 for after, before in zip(cpu_after, cpu_before))
                 calls = Counter()
                 for url in nodes:
                     calls.update(redis_commands(url))
@@ -142,12 +180,14 @@ def main() -> None:
             detail = ", ".join(f"{name} {n:.2f}" for name, n in per_upload.most_common())
             print(f"{topology}, {instances} instance(s): {rate:,.0f} uploads/s; Redis commands per upload {total:.2f} ({detail})")
             print(f"  round trips to Redis: POST {trips['POST']}, PATCH {trips['PATCH']}, HEAD {trips['HEAD']}", flush=True)
-            rows.append((topology, instances, f"{rate:,.0f}", f"{total:.1f}", f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"))
+            print(f"  CPU per upload: tusd-py {tusd_us:,.0f} us, Redis {redis_us:,.0f} us", flush=True)
+            trips_cell = f"{trips['POST']} / {trips['PATCH']} / {trips['HEAD']}"
+            rows.append((topology, instances, f"{rate:,.0f}", f"{total:.1f}", trips_cell, f"{tusd_us:,.0f} / {redis_us:,.0f}"))
     print()
     print(f"{args.count} uploads of {args.kib} KiB (POST + PATCH), concurrency {args.concurrency}, through nginx:")
     print()
-    print("| Redis | instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD |")
-    print("|---|---:|---:|---:|---|")
+    print("| Redis | instances | uploads/s | Redis commands per upload | Redis round trips POST / PATCH / HEAD | CPU us per upload tusd-py / Redis |")
+    print("|---|---:|---:|---:|---|---:|")
     for row in rows:
         print("| " + " | ".join(str(cell) for cell in row) + " |")
 

@@ -4,7 +4,7 @@ redis-py's `Script` goes through `Redis.execute_command`: every argument encoded
 in Python one by one, the connection pool's lock, and an event and observability
 records for each call. Measured here, that is ~150 us of CPU per EVALSHA against
 ~85 us for the same call packed by hiredis (in C) on a connection this module
-keeps, and every small upload makes four such calls (docs/performance.md).
+keeps, and every small upload makes three such calls (docs/scale-out.md).
 
 What stays redis-py's: the connections (made by the client's pool with its
 settings: address, timeouts, decoding), reading and parsing replies, the client's

@@ -138,3 +138,51 @@ def test_an_acquire_tried_again_after_a_lost_answer_gets_its_own_lock() -> None:
         await state.close()
 
     run(main())
+
+
+def test_the_commit_that_finishes_an_upload_lets_go_of_its_lock() -> None:
+    async def main() -> None:
+        state, locker = stores()
+        upload_id = "c" * 32
+        await state.create(Upload(id=upload_id, length=8, offset=0))
+        async with locker.hold(upload_id, wait=0) as lock:
+            assert await state.commit_offset(upload_id, 0, 4, None, fence=lock.fence, claim="finish-announced") == 4
+            assert await state.client.get(locker.key(upload_id)) == lock.fence.token  # not finished: still held
+            assert await state.commit_offset(upload_id, 4, 8, None, fence=lock.fence, claim="finish-announced") == 8
+            assert await state.client.get(locker.key(upload_id)) is None  # gone with the finishing commit
+            assert lock.released and lock.valid()
+            # Tried again after a lost reply: the claim holds our token, so that try was ours.
+            assert await state.commit_offset(upload_id, 4, 8, None, fence=lock.fence, claim="finish-announced") == 8
+            async with locker.hold(upload_id, wait=0):  # free at once
+                pass
+        async with locker.hold(upload_id, wait=0) as other:
+            assert not other.released
+            with pytest.raises(LockLost):  # a stale holder's retry is refused once the claim is not its own
+                await state.commit_offset(upload_id, 4, 8, None, fence=Fence(other.fence.key, "stale"), claim="finish-announced")
+        assert await state.client.get(locker.key(upload_id)) is None
+        await locker.close()
+
+    run(main())
+
+
+def test_a_release_asked_after_the_finishing_commit_is_announced() -> None:
+    async def main() -> None:
+        state, locker = stores()
+        upload_id = "d" * 32
+        await state.create(Upload(id=upload_id, length=4, offset=0))
+        pubsub = state.client.pubsub()
+        await pubsub.subscribe(locker.channel(upload_id))
+        async with locker.hold(upload_id, wait=0) as lock:
+            await state.commit_offset(upload_id, 0, 4, None, fence=lock.fence, claim="finish-announced")
+            lock.ask_release()  # a waiter's request, arriving after the commit let go of the lock
+        messages = []
+        for _ in range(20):  # bounded: the subscription's confirmation, then the announcement
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                messages.append(message["data"])
+                break
+        assert messages == [f"released {upload_id}"]
+        await pubsub.aclose()
+        await locker.close()
+
+    run(main())

@@ -21,7 +21,11 @@ publish in its own slot, and each instance keeps one SSUBSCRIBE per group (redis
 `ClusterPubSub`, which follows the channels when their slots move).
 
 Round trips: acquiring is one script that also reads the upload's state record
-(`preload`), so a PATCH costs acquire+read, commit, release: three.
+(`preload`), and the commit that finishes an upload also lets go of its lock (`RedisFence`,
+the state store's commit script), so a PATCH of a small upload costs acquire+read and
+commit+release: two. What the holder still does after that commit (completing the data,
+the post-finish hook) is idempotent or needs no exclusion: a finished upload takes no bytes,
+and `UploadEngine.readable` completes the data again, without the lock, before any read.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Coroutine
 
 from redis.asyncio.client import PubSub
@@ -72,14 +77,35 @@ CLOSE_TRIES = 50  # cancellations of the subscription task at close, 0.1 s apart
 SHARDED_POLL = 0.05  # seconds a Cluster subscription waits on each master's connection in turn
 
 
+@dataclass(frozen=True)
+class RedisFence(Fence):
+    """A fence that can also let go of its lease: the state store's commit that finishes an
+    upload deletes the lock key in the same script (`release_args`, then `let_go_by_commit`)."""
+
+    lease: RedisLease = field(compare=False, repr=False)
+
+
 class RedisLease:
-    def __init__(self, key: str, token: str, valid_until: float, on_release_request: ReleaseRequest | None) -> None:
-        self.fence = Fence(key, token)
+    def __init__(
+        self,
+        key: str,
+        token: str,
+        valid_until: float,
+        on_release_request: ReleaseRequest | None,
+        *,
+        channel: str = "",
+        message: str = "",
+        publish: str = "PUBLISH",
+    ) -> None:
+        self.fence = RedisFence(key, token, self)
         self.valid_until = valid_until  # time.monotonic() deadline
         self.on_release_request = on_release_request
         self.record: dict[str, str] | None = None
         self.asked = False  # someone wants the lock: announce its release
         self.renewer: asyncio.TimerHandle | asyncio.Task[None] | None = None  # a timer until the first renewal
+        self.released = False  # let go of by a commit (`let_go_by_commit`): nothing left to release
+        self.announced = False  # that commit published `released <id>` too
+        self._channel, self._message, self._publish = channel, message, publish
 
     def valid(self) -> bool:
         return time.monotonic() < self.valid_until
@@ -88,6 +114,18 @@ class RedisLease:
         self.asked = True
         if self.on_release_request is not None:
             self.on_release_request()
+
+    def release_args(self) -> list[str]:
+        """For a commit script that lets go of the lock: channel ('' = nobody asked), message, command."""
+        self.announced = self.asked
+        return [self._channel if self.asked else "", self._message, self._publish]
+
+    def let_go_by_commit(self) -> None:
+        """A commit deleted the lock key (`release_args`): the hold ends without a release of its own.
+        `valid()` stays as it was: it says the lease was never lost, and nothing commits after."""
+        self.released = True
+        if self.renewer is not None:
+            self.renewer.cancel()
 
 
 class RedisLocker:
@@ -165,7 +203,10 @@ class RedisLocker:
                 poll = min(poll * 2, MAX_POLL)
         except RedisError as exc:  # the lock lives with the state: unreachable alike (errors.py)
             raise StateUnavailable(f"Redis: {exc}") from exc
-        lease = RedisLease(key, token, sent + self.ttl - self.margin, on_release_request)
+        channel, message = self.channel(upload_id), f"released {upload_id}"
+        lease = RedisLease(
+            key, token, sent + self.ttl - self.margin, on_release_request, channel=channel, message=message, publish=self._publish
+        )
         if self.preload is not None:
             lease.record = dict(zip(record[::2], record[1::2]))
         self._held[upload_id] = lease
@@ -178,9 +219,17 @@ class RedisLocker:
             lease.renewer.cancel()
             if self._held.get(upload_id) is lease:
                 del self._held[upload_id]
-            args = [token, self.channel(upload_id) if lease.asked else "", f"released {upload_id}", self._publish]
-            await self._let_go(upload_id, key, args)
+            if not lease.released:
+                await self._let_go(upload_id, key, [token, channel if lease.asked else "", message, self._publish])
+            elif lease.asked and not lease.announced:  # asked after the commit let go: tell the waiters
+                await self._announce(channel, message)
             self._wake(upload_id)
+
+    async def _announce(self, channel: str, message: str) -> None:
+        try:
+            await self.client.execute_command(self._publish, channel, message)
+        except RedisError:
+            pass  # waiters poll as well (messages can be lost)
 
     async def _let_go(self, upload_id: str, key: str, args: list[str]) -> None:
         try:

@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from redis.exceptions import RedisError
 
 from tusd_py.locks.base import Fence, Lock, LockLost
-from tusd_py.locks.redis import RedisLease
+from tusd_py.locks.redis import RedisFence, RedisLease
 from tusd_py.state.base import StateUnavailable, Upload
 from tusd_py.state.redis.connection import TOMBSTONE_SECONDS, oldest, texts
 from tusd_py.state.redis.finals import FORGET_WAITS, RedisFinals
@@ -69,24 +69,41 @@ return 1
 """
 
 # KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id,
-# claim field ('' = none), settle's argument (`_settling`)[, lock token]. Returns the stored offset, -1 if gone, -2 if the
-# lock (the fence) is no longer the committer's. The offset only moves forward, from
-# exactly `expected`, and never past the length. A commit that finishes the upload
-# also records the claim (one round trip for both, see StateStore.commit_offset), and
-# one that finishes a partial upload settles the waits on it.
+# claim field ('' = none), settle's argument (`_settling`)[, lock token[, '1' = let go of the lock
+# when this finishes the upload, channel ('' = nobody asked), message, PUBLISH or SPUBLISH]].
+# Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no longer the committer's.
+# The offset only moves forward, from exactly `expected`, and never past the length. A commit
+# that finishes the upload also records the claim (one round trip for both, see
+# StateStore.commit_offset), its value the lock's token when fenced; one that finishes a partial
+# upload settles the waits on it. One that lets go of the lock deletes it as the release script
+# does (`locks/redis.py`) whenever it returns `new` (the record finished at `new`): one round trip
+# for the commit and the release. Tried again after a lost reply, the claim holding our token says
+# that the earlier try was ours and went through (and let go of the lock already).
 _COMMIT = """
-if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[7] then return -2 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[7] then
+  if ARGV[8] == '1' and ARGV[5] ~= '' and redis.call('HGET', KEYS[1], ARGV[5]) == ARGV[7] then return tonumber(ARGV[2]) end
+  return -2
+end
+local function let_go()
+  if ARGV[8] ~= '1' then return end
+  redis.call('DEL', KEYS[3])
+  if ARGV[9] ~= '' then redis.call(ARGV[11], ARGV[9], ARGV[10]) end
+end
 local cur = redis.call('HMGET', KEYS[1], 'offset', 'state', 'length', 'partial')
 if not cur[1] or cur[2] == 'expired' then return -1 end
-if cur[1] ~= ARGV[1] then return tonumber(cur[1]) end
+if cur[1] ~= ARGV[1] then
+  if cur[1] == ARGV[2] and cur[3] == ARGV[2] then let_go() end
+  return tonumber(cur[1])
+end
 local new = tonumber(ARGV[2])
 if new < tonumber(cur[1]) or (cur[3] ~= '' and new > tonumber(cur[3])) then return tonumber(cur[1]) end
 local state = 'uploading'
 if cur[3] == ARGV[2] then state = 'finished' end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires', ARGV[3], 'state', state)
-if state == 'finished' and ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], ARGV[5], '1') end
+if state == 'finished' and ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[7] or '1') end
 if state == 'finished' and cur[4] == '1' then settle(ARGV[6], ARGV[4]) end
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[4]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
+if state == 'finished' then let_go() end
 return tonumber(ARGV[2])
 """
 
@@ -205,9 +222,17 @@ class RedisStateStore(RedisFinals):
         if fence is not None:
             keys.append(fence.key)
             args.append(fence.token)
+        # The commit that finishes a whole upload (the one with the finish claim) lets go of its
+        # lock too: nothing after it needs the lock (`locks/redis.py`). A partial upload's carries
+        # no claim, and its hold releases the lock as before.
+        lease = fence.lease if isinstance(fence, RedisFence) and claim is not None else None
+        if lease is not None:
+            args += ["1", *lease.release_args()]
         stored = await self._settled(upload_id, await self._commit(keys=keys, args=args))
         if stored == -2:
             raise LockLost(upload_id)
+        if lease is not None and stored == new:
+            lease.let_go_by_commit()
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:

@@ -1,0 +1,117 @@
+"""Round trips to Redis per request of a small upload, counted with MONITOR on a real redis-server.
+
+Issue 19, target 3: a POST costs one round trip (the creation script), a PATCH that finishes a
+small upload two (acquiring the lock reads the record; the finishing commit lets go of the lock).
+A round trip is a command a client sent; what a script runs inside Redis is not one. Only the
+commands that name the upload count (the sweeper's and the subscription's do not name it).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+
+from tests.support import create, head, patch
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Monitor:
+    """Every command the redis-server is sent, in order, from a thread running MONITOR."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[str] = []
+        self._client = redis.Redis.from_url(url, decode_responses=True)
+        self._ready = threading.Event()
+        self._marks: dict[str, threading.Event] = {}
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        with self._client.monitor() as monitor:
+            self._ready.set()
+            for event in monitor.listen():
+                command: str = event["command"]
+                if command.startswith("ECHO "):
+                    mark = command.split(" ", 1)[1].strip("\"'")
+                    if mark in self._marks:
+                        self._marks[mark].set()
+                    if mark == "stop":
+                        return
+                elif event.get("client_type") != "lua":
+                    self.seen.append(command)
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def settle(self) -> list[str]:
+        """The commands seen so far, once Redis has passed on everything sent before this call."""
+        mark = uuid.uuid4().hex
+        self._marks[mark] = threading.Event()
+        with redis.Redis.from_url(self.url) as client:
+            client.echo(mark)
+        assert self._marks[mark].wait(5), "MONITOR did not pass the mark on"
+        return list(self.seen)
+
+    def __exit__(self, *exc: object) -> None:
+        with redis.Redis.from_url(self.url) as client:
+            client.echo("stop")
+        self._thread.join(5)
+        self._client.close()
+
+
+@pytest.fixture
+def monitor(redis_url: str) -> Iterator[Monitor]:
+    with Monitor(redis_url) as watching:
+        yield watching
+
+
+def naming(commands: list[str], upload_id: str) -> list[str]:
+    return [command for command in commands if upload_id in command]
+
+
+@pytest.mark.parametrize("state_backend", ["redis"])
+def test_a_small_upload_costs_one_round_trip_to_create_and_two_to_write(make_server, monitor: Monitor) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server()
+    body = b"x" * 65536
+    warm = create(srv.url, len(body))  # the scripts get cached, the connections made
+    assert patch(warm, 0, body).status_code == 204
+
+    before = len(monitor.settle())
+    url = create(srv.url, len(body))
+    upload_id = url.rsplit("/", 1)[1]
+    after_post = monitor.settle()
+    assert len(naming(after_post[before:], upload_id)) == 1, after_post[before:]
+
+    response = patch(url, 0, body)
+    assert response.status_code == 204 and response.headers["Upload-Offset"] == str(len(body))
+    after_patch = monitor.settle()
+    trips = naming(after_patch[len(after_post):], upload_id)
+    assert len(trips) == 2, trips  # acquire (and read), commit (and release)
+
+    # The lock is gone with that commit: the upload is free at once, and it is complete.
+    with redis.Redis.from_url(srv.redis_url, decode_responses=True) as client:
+        assert not [key for key in client.scan_iter(match=f"*lock*{upload_id}")]
+    answer = head(url)
+    assert answer.status_code == 200 and answer.headers["Upload-Offset"] == str(len(body))
+    assert requests.get(url, timeout=10).content == body
+
+
+@pytest.mark.parametrize("state_backend", ["redis"])
+def test_a_patch_that_does_not_finish_still_releases_its_lock(make_server, monitor: Monitor) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server()
+    url = create(srv.url, 8)
+    upload_id = url.rsplit("/", 1)[1]
+    before = len(monitor.settle())
+    assert patch(url, 0, b"abcd").status_code == 204
+    trips = naming(monitor.settle()[before:], upload_id)
+    assert len(trips) == 3, trips  # acquire, commit, release: the lock is kept until the release
+    assert patch(url, 4, b"efgh").status_code == 204
+    assert requests.get(url, timeout=10).content == b"abcdefgh"
