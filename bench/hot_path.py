@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,21 +31,34 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(user_system(pid))
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of every thread of `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (all threads)
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
-def small_rounds(server: TusServer, count: int, rounds: int, concurrency: int) -> list[float]:
-    """Microseconds of server CPU per POST + PATCH of 64 KiB, one figure per round."""
+def small_round(server: TusServer, body: bytes, count: int, concurrency: int) -> tuple[float, float]:
+    """Microseconds of server CPU per POST + PATCH of `body`: (total, of it in the kernel)."""
     assert server.proc is not None
-    body = os.urandom(64 * 1024)
-    many_uploads(server.port, 200, body, concurrency)  # warm-up
-    figures = []
-    for _ in range(rounds):
-        before = cpu_seconds(server.proc.pid)
-        many_uploads(server.port, count, body, concurrency)
-        figures.append((cpu_seconds(server.proc.pid) - before) / count * 1e6)
-    return figures
+    user, system = user_system(server.proc.pid)
+    many_uploads(server.port, count, body, concurrency)
+    user_after, system_after = user_system(server.proc.pid)
+    return (user_after - user + system_after - system) / count * 1e6, (system_after - system) / count * 1e6
+
+
+class Baseline(TusServer):
+    """The server from another checkout of tusd-py (`--baseline DIR`), for interleaved comparisons."""
+
+    def __init__(self, tree: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tree = tree
+
+    def command(self) -> list[str]:
+        run = f"import sys, runpy; sys.path.insert(0, {str(self.tree)!r}); runpy.run_module('tusd_py', run_name='__main__')"
+        return [sys.executable, "-c", run, *super().command()[3:]]
 
 
 def chunk_rounds(server: TusServer, payload: Path, rounds: int) -> list[float]:
@@ -68,7 +82,10 @@ def chunk_rounds(server: TusServer, payload: Path, rounds: int) -> list[float]:
 
 
 def show(label: str, unit: str, figures: list[float]) -> None:
-    print(f"{label}: min {min(figures):.1f} {unit}, median {statistics.median(figures):.1f} ({', '.join(f'{f:.0f}' for f in figures)})")
+    def cell(value: float) -> str:
+        return f"{value:.0f}" if value >= 100 else f"{value:.2f}"
+
+    print(f"{label}: min {cell(min(figures))} {unit}, median {cell(statistics.median(figures))} ({', '.join(map(cell, figures))})")
 
 
 def main() -> None:
@@ -78,38 +95,56 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--chunk-mib", type=int, default=0, help="also send one upload of this size in 8 MiB PATCHes per round")
-    parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy (raw stacks) during the small rounds")
+    parser.add_argument("--py-spy", metavar="FILE", help="record this tree's server with py-spy (raw stacks) during the rounds, to FILE.<state>")
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="also run the tusd_py of this checkout, rounds interleaved")
     args = parser.parse_args()
+    body = os.urandom(64 * 1024)
     with tempfile.TemporaryDirectory(prefix="tusd-hot-") as tmp:
         work = Path(tmp)
         redis = RedisServer(work / "redis").start() if args.state != "embedded" else None
         try:
             for state in ["embedded", "redis"] if args.state == "both" else [args.state]:
-                server = TusServer(work / f"data-{state}", redis_url=redis.url if state == "redis" else None, log_level="warning", ui=False)
-                (work / f"data-{state}").mkdir()
-                server.start()
-                assert server.proc is not None
+                servers: dict[str, TusServer] = {}
+                for name in ["this", "baseline"] if args.baseline else ["this"]:
+                    data = work / f"data-{state}-{name}"
+                    data.mkdir()
+                    url = redis.url.replace("/0", "/1") if redis and name == "baseline" else redis.url if redis else None
+                    flags: dict[str, Any] = {"redis_url": url if state == "redis" else None, "log_level": "warning", "ui": False}
+                    servers[name] = Baseline(args.baseline, data, **flags) if name == "baseline" else TusServer(data, **flags)
                 spy = None
-                if args.py_spy:
-                    out = f"{args.py_spy}.{state}"
-                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.proc.pid),
-                                            "--rate", "200", "--format", "raw", "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
-                    show(f"{state}, 64 KiB POST+PATCH", "us CPU/upload", small_rounds(server, args.count, args.rounds, args.concurrency))
-                    if spy is not None:
-                        spy.send_signal(2)
-                        spy.wait(timeout=30)
+                    for server in servers.values():
+                        server.start()
+                        many_uploads(server.port, 200, body, args.concurrency)  # warm-up
+                    this = servers["this"].proc
+                    assert this is not None
+                    if args.py_spy:
+                        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(this.pid), "--rate", "200",
+                                                "--format", "raw", "--output", f"{args.py_spy}.{state}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+                    for round_ in range(args.rounds):
+                        order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+                        for name in order:
+                            figures[name].append(small_round(servers[name], body, args.count, args.concurrency))
+                    for name, pairs in figures.items():
+                        show(f"{state} ({name}), 64 KiB POST+PATCH", "us CPU/upload", [total for total, _ in pairs])
+                        show(f"{state} ({name}), of it in the kernel", "us CPU/upload", [system for _, system in pairs])
                     if args.chunk_mib:
                         payload = work / "payload"
                         with open(payload, "wb") as out_file:
                             for _ in range(args.chunk_mib):
                                 out_file.write(os.urandom(1024 * 1024))
-                        show(f"{state}, {args.chunk_mib} MiB in 8 MiB PATCHes", "s CPU/GiB", chunk_rounds(server, payload, args.rounds))
+                        for name, server in servers.items():
+                            show(f"{state} ({name}), {args.chunk_mib} MiB in 8 MiB PATCHes", "s CPU/GiB", chunk_rounds(server, payload, args.rounds))
+                    if spy is not None:  # the profile covers both workloads
+                        spy.send_signal(2)
+                        spy.wait(timeout=30)
                 finally:
                     if spy is not None and spy.poll() is None:
                         spy.kill()
                         spy.wait()
-                    server.stop()
+                    for server in servers.values():
+                        server.stop()
         finally:
             if redis is not None:
                 redis.stop()
