@@ -2,13 +2,14 @@
 
     python bench/hot_path.py                        # embedded and Redis, 5 rounds of 1000 uploads of 64 KiB
     python bench/hot_path.py --state embedded --rounds 3 --count 500
-    python bench/hot_path.py --py-spy /tmp/small.txt  # also a py-spy profile of the server (raw stacks)
+    python bench/hot_path.py --py-spy /tmp/prof --work-dir /var/tmp --baseline /tmp/old  # py-spy to /tmp/prof.<state>; vs another checkout
 
 Why CPU and not uploads per second: this machine is shared, and wall-clock rates
-move by 2-3x between runs of the same code, while the server's own CPU per upload
-(utime + stime of every thread, from /proc/PID/stat) moves by a few percent. The
-minimum of the rounds is printed next to the median: load from other processes
-only ever adds to it (cache misses, preemption inside the kernel).
+moved by up to 7x between rounds of the same code, while the server's own CPU per
+upload (utime + stime of every thread, from /proc/PID/stat, 10 ms ticks) moved by
+20-40 % under that load. The minimum of the rounds is printed next to the median:
+load from other processes only ever adds to it (cache misses, preemption inside the
+kernel). Compare two trees with `--baseline`, rounds interleaved, never two runs.
 
 Where the data go matters on ext4: making a file in a directory whose block group
 holds many recently deleted inodes scans past them (`recently_deleted`). On the
