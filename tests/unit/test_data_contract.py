@@ -94,3 +94,18 @@ def test_the_file_store_ignores_what_it_does_not_need_at_creation(tmp_path: Path
     store = FileStore(tmp_path)
     asyncio.run(store.create("abc", 10, max_size=100, key="a/b", content_type="image/png", metadata={"x": "y"}))
     assert (tmp_path / "abc").stat().st_size == 0 and not (tmp_path / "a").exists()
+
+
+def test_completing_an_upload_deleted_meanwhile_is_nothing_to_do(tmp_path: Path) -> None:
+    """On Redis the commit that finishes an upload lets go of its lock, so a DELETE can come
+    between it and the completion: the completion then has nothing to trim (not a 503)."""
+    store = FileStore(tmp_path)
+
+    async def run() -> None:
+        await store.create("abc", 4)
+        await store.delete("abc")
+        await store.finish("abc", 4)
+        await store.finish("abc", 4)  # idempotent
+
+    asyncio.run(run())
+    assert not (tmp_path / "abc").exists()

@@ -362,7 +362,11 @@ class FileStore:
     async def finish(self, upload_id: str, length: int) -> None:
         """Completion (`CompletingDataStore`): drop bytes a writer put past `length`; idempotent."""
         path = self._file(upload_id)
-        if os.stat(path).st_size > length:  # a stat on the loop; freeing blocks on a worker thread
+        try:
+            size = os.stat(path).st_size  # a stat on the loop; freeing blocks on a worker thread
+        except FileNotFoundError:
+            return  # terminated meanwhile (a finishing commit on Redis lets go of the lock): nothing to trim
+        if size > length:
             await self._io(os.truncate, path, length)
 
     async def delete(self, upload_id: str) -> None:
