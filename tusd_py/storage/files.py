@@ -1,4 +1,4 @@
-"""The file data store: one file per upload in the data directory.
+"""The file data store: one file per upload, in its shard of the data directory (`file_layout`).
 
 Bodies arrive as a stream of chunks. `FileWriter` gathers them into batches of
 about `batch_size` bytes and writes each batch with one positional `pwritev` on a

@@ -171,8 +171,8 @@ class LocalRecords(SqliteDatabase):
         self._fresh.clear()
         def run(db: sqlite3.Connection) -> int:
             with transaction(db):  # through the uploads_tombstones index: only the tombstones that are dropped
-                old = f"SELECT id FROM uploads WHERE state = '{EXPIRED}' AND expires < ?"
-                db.execute(f"DELETE FROM claims WHERE id IN ({old})", (before,))
+                dropping = f"SELECT id FROM uploads WHERE state = '{EXPIRED}' AND expires < ?"
+                db.execute(f"DELETE FROM claims WHERE id IN ({dropping})", (before,))
                 return db.execute(f"DELETE FROM uploads WHERE state = '{EXPIRED}' AND expires < ?", (before,)).rowcount
 
         return await self._run(run)
