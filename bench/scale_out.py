@@ -37,6 +37,7 @@ import redis  # noqa: E402
 
 from bench.rawhttp import OCTET, TUS, Connection, many_uploads  # noqa: E402
 from tests.cluster import Cluster, redis_commands  # noqa: E402
+from tests.support import upload_file  # noqa: E402
 
 NOT_UPLOADS = {"config|resetstat", "info", "hello", "subscribe", "client|setinfo", "ping", "monitor", "select"}
 
@@ -170,7 +171,7 @@ def main() -> None:
                     calls.update(redis_commands(url))
                 assert len(paths) == args.count
                 for path in paths[:: max(1, len(paths) // 50)]:
-                    stored = cluster.data_dir / path.rsplit("/", 1)[1]
+                    stored = upload_file(cluster.data_dir, path.rsplit("/", 1)[1])
                     assert hashlib.sha256(stored.read_bytes()).hexdigest() == expected, "stored bytes differ"
             finally:
                 cluster.stop()

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import requests
 
+from tusd_py.storage.file_layout import relative
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -182,6 +184,21 @@ class TusServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def upload_file(data_dir: Path, upload_id: str) -> Path:
+    """Where the file store keeps an upload's bytes under --dir (in its shard: tusd_py/storage/file_layout.py)."""
+    return data_dir / relative(upload_id)
+
+
+def upload_files(data_dir: Path) -> list[Path]:
+    """Every upload's file under --dir (the shards' files; upload ids have no '.')."""
+    return sorted(path for path in data_dir.glob("*/*") if path.is_file() and "." not in path.name)
+
+
+def stored_files(data_dir: Path) -> list[str]:
+    """Every file under --dir, relative to it: what a request must not add to."""
+    return sorted(str(path.relative_to(data_dir)) for path in data_dir.rglob("*") if path.is_file())
 
 
 @contextlib.contextmanager

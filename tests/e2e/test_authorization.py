@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests import support
 from tests.e2e.hookutil import of_type, read_events, wait_until
 from tests.support import TUS, head, patch
 
@@ -49,7 +50,7 @@ def post_final(url: str, parts: list[str], who: dict[str, str]) -> requests.Resp
 
 def upload_files(server) -> set[str]:
     """The data files in the server's directory (the embedded state's database aside)."""
-    return {path.name for path in server.data_dir.iterdir() if not path.name.startswith("tusd-py.sqlite3")}
+    return {path.name for path in support.upload_files(server.data_dir)}
 
 
 def upload_id(url: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import state_backend_or_cluster as state_backend  # noqa: F401  (also on a Redis Cluster)
-from tests.support import TUS, create, head, patch
+from tests.support import TUS, create, head, patch, stored_files, upload_file
 
 PARTIAL = {"Upload-Concat": "partial"}
 
@@ -190,14 +190,14 @@ def test_patch_on_an_unfinished_final_is_403(server) -> None:
 
 def test_final_creation_with_a_body_is_403_and_creates_nothing(server) -> None:
     a = create_partial(server.url, b"abc")
-    before = sorted(os.listdir(server.data_dir))
+    before = stored_files(server.data_dir)
     response = post_final(server.url, [a], Content_Type="application/offset+octet-stream")
     assert response.status_code == 403
     assert response.text.startswith("ERR_MODIFY_FINAL")
     hdrs = dict(TUS, **{"Upload-Concat": "final;" + a, "Content-Type": "application/offset+octet-stream"})
     with_bytes = requests.post(server.url, headers=hdrs, data=b"more bytes", timeout=10)
     assert with_bytes.status_code == 403
-    assert sorted(os.listdir(server.data_dir)) == before
+    assert stored_files(server.data_dir) == before
 
 
 # -- CC-12: errors ---------------------------------------------------------------------
@@ -248,9 +248,9 @@ def test_part_with_deferred_length_is_400(server) -> None:
 
 def test_failed_final_creation_creates_nothing(server) -> None:
     a = create_partial(server.url, b"abc")
-    before = sorted(os.listdir(server.data_dir))
+    before = stored_files(server.data_dir)
     assert post_final(server.url, [a, server.url + "f" * 32]).status_code == 404
-    assert sorted(os.listdir(server.data_dir)) == before
+    assert stored_files(server.data_dir) == before
 
 
 # -- CC-08, CC-13: concatenation-unfinished -----------------------------------------------
@@ -324,7 +324,7 @@ def test_an_expired_part_drops_the_waiting_final(make_server) -> None:
     assert "Upload-Expires" not in head(final).headers  # the final lives as long as its parts
     assert wait_for_status(a, 410) == 410
     assert wait_for_status(final, 410) == 410
-    assert not (server.data_dir / path_of(final).rsplit("/", 1)[1]).exists()
+    assert not upload_file(server.data_dir, path_of(final).rsplit("/", 1)[1]).exists()
     assert head(b).status_code == 200  # a finished part does not expire
 
 
@@ -346,7 +346,7 @@ def test_remove_parts_after_concat(make_server) -> None:
     assert requests.get(final, timeout=10).content == b"aabbaa"
     for part in (a, b):
         assert head(part).status_code == 404
-        assert not (server.data_dir / path_of(part).rsplit("/", 1)[1]).exists()
+        assert not upload_file(server.data_dir, path_of(part).rsplit("/", 1)[1]).exists()
 
 
 def test_remove_parts_keeps_a_part_another_final_waits_on(make_server) -> None:
@@ -391,7 +391,7 @@ def test_a_failed_assembly_marks_nothing_complete_and_is_retried(make_server) ->
     server = make_server(sweep_interval=0.3)
     a = create_partial(server.url, b"0123456789")
     b = create_partial(server.url, b"tail")
-    part_file = server.data_dir / path_of(a).rsplit("/", 1)[1]
+    part_file = upload_file(server.data_dir, path_of(a).rsplit("/", 1)[1])
     part_file.write_bytes(b"01234")
     final = create_final(server.url, [a, b])
     time.sleep(1.0)  # a few sweeps
@@ -402,7 +402,7 @@ def test_a_failed_assembly_marks_nothing_complete_and_is_retried(make_server) ->
     part_file.write_bytes(b"0123456789")
     assert wait_for_offset(final).headers.get("Upload-Offset") == "14"
     assert requests.get(final, timeout=10).content == b"0123456789tail"
-    assert [p.name for p in server.data_dir.iterdir() if ".concat-" in p.name] == []
+    assert [p.name for p in server.data_dir.rglob("*") if ".concat-" in p.name] == []
 
 
 def test_deleting_a_waiting_final(server) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import support
 from tests.e2e.test_concat import create_final, create_partial
 from tests.support import S3_CREDENTIALS, S3Server, TusServer, create, patch
 
@@ -54,7 +55,7 @@ def test_a_finished_upload_has_a_strong_etag_and_last_modified(server: TusServer
 @pytest.mark.files_only  # the upload's file in --dir
 def test_last_modified_is_the_files_mtime(server: TusServer) -> None:
     url = finished(server)
-    upload_file = server.data_dir / url.rsplit("/", 1)[1]
+    upload_file = support.upload_file(server.data_dir, url.rsplit("/", 1)[1])
     assert get(url).headers["Last-Modified"] == http_date(int(upload_file.stat().st_mtime))
 
 
@@ -222,7 +223,7 @@ def test_the_etag_changes_when_the_file_could_have(server: TusServer, step: str)
     """Bytes changed behind the server's back (a restore, an edit) must not be served as the cached ones."""
     url = finished(server)
     before = get(url).headers["ETag"]
-    path = server.data_dir / url.rsplit("/", 1)[1]
+    path = support.upload_file(server.data_dir, url.rsplit("/", 1)[1])
     if step == "replaced":
         replacement = path.with_name("replacement")
         replacement.write_bytes(BODY[::-1])

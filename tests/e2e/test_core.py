@@ -13,6 +13,7 @@ import zlib
 import pytest
 import requests
 
+from tests import support
 from tests.conftest import state_backend_or_cluster as state_backend  # noqa: F401  (also on a Redis Cluster)
 from tests.support import OCTET, TUS, create, head, patch, raw_request
 
@@ -46,7 +47,7 @@ def test_unsupported_version_is_412_with_tus_version(server) -> None:
     missing = requests.post(server.url, headers={"Upload-Length": "5"}, timeout=5)
     assert missing.status_code == 412
     # nothing was created: the data directory holds no upload file
-    assert [p.name for p in server.data_dir.iterdir() if "." not in p.name] == []
+    assert [p.name for p in support.upload_files(server.data_dir)] == []
 
 
 def test_create_head_patch_get_roundtrip(server) -> None:
@@ -281,7 +282,7 @@ def test_termination(server) -> None:
     assert "Upload-Offset" not in head(url).headers
     assert patch(url, 3, b"def").status_code == 404
     assert requests.delete(url, headers=TUS, timeout=5).status_code == 404
-    assert not (server.data_dir / url.rsplit("/", 1)[1]).exists()
+    assert not support.upload_file(server.data_dir, url.rsplit("/", 1)[1]).exists()
 
 
 def test_terminate_finished_upload(server) -> None:
@@ -337,7 +338,7 @@ def test_expiration_headers_and_sweeper(make_server) -> None:
     assert expires.endswith(" GMT") and len(expires) == 29  # IMF-fixdate
     finished = create(server.url, 1)
     assert patch(finished, 0, b"x").status_code == 204
-    upload_file = server.data_dir / url.rsplit("/", 1)[1]
+    upload_file = support.upload_file(server.data_dir, url.rsplit("/", 1)[1])
     deadline = time.monotonic() + 10
     while upload_file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -13,7 +13,7 @@ import requests
 
 from tests.e2e.hookutil import WebhookReceiver
 from tests.hooks_answers import CASES
-from tests.support import TUS
+from tests.support import TUS, upload_files
 
 
 def post(server, answer: str, where: str = "authorize") -> requests.Response:  # type: ignore[no-untyped-def]
@@ -28,7 +28,7 @@ def test_malformed_module_answers_are_502_and_logged(make_server) -> None:
     got["pre-create: dict-bad-name"] = post(server, "dict-bad-name", "pre-create")
     wrong = {case: (r.status_code, r.text) for case, r in got.items() if r.status_code != 502 or not r.text.startswith("ERR_HOOK_FAILED")}
     assert not wrong, wrong
-    assert not any(path.name.isalnum() for path in server.data_dir.iterdir() if path.is_file() and "." not in path.name)
+    assert not any(path.name.isalnum() for path in upload_files(server.data_dir))
 
     good = post(server, "good-reject")
     assert good.status_code == 429 and good.headers["Retry-After"] == "7" and good.headers["X-Reason"] == "caf\u00e9 quota"  # latin-1

@@ -18,7 +18,7 @@ from tests import draft_client as d
 from tests.draft_client import INTEROP, PARTIAL
 from tests.e2e.hookutil import metadata, of_type, read_events, wait_until
 from tests.e2e.test_ietf import append as draft_append, create as draft_create, digest_field, head as draft_head, path_of
-from tests.support import TUS, TusServer, create as tus_create, patch as tus_patch
+from tests.support import TUS, TusServer, create as tus_create, patch as tus_patch, upload_file
 
 MODULE = "tests.hooks_recorder"
 TOO_LONG = 10**16  # past 999999999999999, the largest sf-Integer
@@ -48,7 +48,7 @@ def test_draft_cancellations_ask_pre_terminate_and_a_refusal_deletes_nothing(mak
     for path in (overflow, streamed, digest):
         state = draft_head(srv, path)
         assert state.status == 204 and state.headers["upload-complete"] == "?0"  # the hook said no: kept
-        assert os.path.exists(srv.data_dir / path.rsplit("/", 1)[1])
+        assert os.path.exists(upload_file(srv.data_dir, path.rsplit("/", 1)[1]))
     # Without the refusal the draft's rule stands: asked, then cancelled.
     gone = path_of(draft_create(srv, b"12", Upload_Length="4").headers["location"])
     assert draft_append(srv, gone, 2, b"345").status == 400
@@ -65,7 +65,7 @@ def test_draft_cancellations_ask_pre_terminate_and_a_refusal_deletes_nothing(mak
 def _overwrite(srv: TusServer, path: str) -> None:
     """Change the stored bytes behind the server's back: a digest answered afterwards that
     still matches the original bytes was not computed again."""
-    file = srv.data_dir / path.rsplit("/", 1)[1]
+    file = upload_file(srv.data_dir, path.rsplit("/", 1)[1])
     file.write_bytes(b"\xff" * file.stat().st_size)
 
 

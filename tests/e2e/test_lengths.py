@@ -10,6 +10,7 @@ import http.client
 import pytest
 import requests
 
+from tests import support
 from tests.support import OCTET, TUS, create, head, patch
 
 MAX_LENGTH = 2**63 - 1
@@ -17,7 +18,7 @@ TOO_LONG = ["9999999999999999999", str(MAX_LENGTH + 1), str(10**19), "1" + "0" *
 
 
 def upload_files(server) -> set[str]:
-    return {path.name for path in server.data_dir.iterdir() if not path.name.startswith("tusd-py.sqlite3")}
+    return {path.name for path in support.upload_files(server.data_dir)}
 
 
 @pytest.mark.files_only  # the file store's largest (2^63-1); S3's (5 TiB): test_s3_engine_http.py

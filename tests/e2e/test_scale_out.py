@@ -27,7 +27,7 @@ import redis
 import requests
 
 from tests.cluster import PROXY_SETTINGS, Cluster, Nginx
-from tests.support import TUS, create, head, patch
+from tests.support import TUS, create, head, patch, upload_file
 
 pytestmark = pytest.mark.timeout(120)
 on_cluster_too = pytest.mark.parametrize("redis_topology", ["single", "cluster"])
@@ -411,7 +411,7 @@ def test_sweepers_on_three_instances_remove_each_expired_upload_once(make_cluste
     ids = [path_of(url).rsplit("/", 1)[1] for url in urls]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if all(not (cluster.data_dir / upload_id).exists() for upload_id in ids):
+        if all(not upload_file(cluster.data_dir, upload_id).exists() for upload_id in ids):
             break
         time.sleep(0.2)
     time.sleep(1.0)  # let every sweeper run a few more times

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.browser import CHROMIUM, FLAGS, until
-from tests.support import ROOT, LocalHttpServer, free_port, head, stop_process, wait_for_port
+from tests.support import ROOT, LocalHttpServer, free_port, head, stop_process, upload_files, wait_for_port
 
 MiB = 1024 * 1024
 DIST = ROOT / "tusd_py" / "static" / "dist"
@@ -190,7 +190,7 @@ def test_page_on_an_origin_the_server_does_not_allow_fails(make_server, browser,
         page.wait_for_timeout(100)
     assert blocked, "the browser did not block the request"
     assert page.evaluate("window.seen.success") == []
-    assert not any(path.is_file() and path.stat().st_size for path in server.data_dir.glob("*") if "." not in path.name)
+    assert not any(path.is_file() and path.stat().st_size for path in upload_files(server.data_dir))
 
 
 # -- issue 13, item 5: where the page sends files, what it links to, its Content-Security-Policy

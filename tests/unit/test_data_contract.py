@@ -93,7 +93,7 @@ def test_the_s3_store_serves_everything_but_reads_finished_uploads_only(tmp_path
 def test_the_file_store_ignores_what_it_does_not_need_at_creation(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     asyncio.run(store.create("abc", 10, max_size=100, key="a/b", content_type="image/png", metadata={"x": "y"}))
-    assert (tmp_path / "abc").stat().st_size == 0 and not (tmp_path / "a").exists()
+    assert store.path("abc").stat().st_size == 0 and not (tmp_path / "a").exists()
 
 
 def test_completing_an_upload_deleted_meanwhile_is_nothing_to_do(tmp_path: Path) -> None:
@@ -108,4 +108,4 @@ def test_completing_an_upload_deleted_meanwhile_is_nothing_to_do(tmp_path: Path)
         await store.finish("abc", 4)  # idempotent
 
     asyncio.run(run())
-    assert not (tmp_path / "abc").exists()
+    assert not store.path("abc").exists()

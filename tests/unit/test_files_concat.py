@@ -19,9 +19,16 @@ PARTS = {"a": b"alpha-" * 1000, "b": b"", "c": os.urandom(3 * 1024 * 1024 + 7)}
 def make_store(tmp_path: Path, **kwargs: object) -> FileStore:
     store = FileStore(tmp_path, **kwargs)  # type: ignore[arg-type]
     for name, data in PARTS.items():
-        (tmp_path / name).write_bytes(data + b"scratch past the length")  # bytes past a part's length are ignored
-    (tmp_path / "final").write_bytes(b"")
+        stored(store, name).write_bytes(data + b"scratch past the length")  # bytes past a part's length are ignored
+    stored(store, "final").write_bytes(b"")
     return store
+
+
+def stored(store: FileStore, name: str) -> Path:
+    """The upload's file, in its shard (made if need be)."""
+    path = store.path(name)
+    path.parent.mkdir(exist_ok=True)
+    return path
 
 
 def concatenate(store: FileStore, order: list[str]) -> None:
@@ -33,7 +40,7 @@ def expected(order: list[str]) -> bytes:
 
 
 def leftovers(tmp_path: Path) -> list[str]:
-    return sorted(path.name for path in tmp_path.iterdir() if ".concat-" in path.name)
+    return sorted(path.name for path in tmp_path.rglob("*") if ".concat-" in path.name)
 
 
 @pytest.mark.parametrize("fsync", [False, True])
@@ -41,7 +48,7 @@ def test_concatenate_in_order_with_repeats(tmp_path: Path, fsync: bool) -> None:
     store = make_store(tmp_path, fsync=fsync)
     order = ["c", "a", "b", "c", "a"]
     concatenate(store, order)
-    assert (tmp_path / "final").read_bytes() == expected(order)
+    assert stored(store, "final").read_bytes() == expected(order)
     assert leftovers(tmp_path) == []
 
 
@@ -61,7 +68,7 @@ def test_falls_back_to_sendfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(os, "sendfile", counting_sendfile)
     store = make_store(tmp_path)
     concatenate(store, ["a", "c", "a"])
-    assert (tmp_path / "final").read_bytes() == expected(["a", "c", "a"])
+    assert stored(store, "final").read_bytes() == expected(["a", "c", "a"])
     assert calls  # the kernel copy through sendfile did the work
 
 
@@ -78,26 +85,26 @@ def test_falls_back_to_a_bounded_buffer(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(os, "pread", counting_pread)
     store = make_store(tmp_path)
     concatenate(store, ["c", "a"])
-    assert (tmp_path / "final").read_bytes() == expected(["c", "a"])
+    assert stored(store, "final").read_bytes() == expected(["c", "a"])
     assert sizes and max(sizes) <= 1024 * 1024  # one bounded buffer, never a whole part
 
 
 def test_a_short_part_fails_and_leaves_the_final_file_untouched(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    (tmp_path / "final").write_bytes(b"before")
-    (tmp_path / "short").write_bytes(b"12345")
+    stored(store, "final").write_bytes(b"before")
+    stored(store, "short").write_bytes(b"12345")
     with pytest.raises(OSError):
         asyncio.run(store.concatenate("final", [("a", len(PARTS["a"])), ("short", 10)]))
-    assert (tmp_path / "final").read_bytes() == b"before"
+    assert stored(store, "final").read_bytes() == b"before"
     assert leftovers(tmp_path) == []
 
 
 def test_a_missing_part_fails_and_leaves_the_final_file_untouched(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    (tmp_path / "final").write_bytes(b"before")
+    stored(store, "final").write_bytes(b"before")
     with pytest.raises(FileNotFoundError):
         asyncio.run(store.concatenate("final", [("a", len(PARTS["a"])), ("nope", 1)]))
-    assert (tmp_path / "final").read_bytes() == b"before"
+    assert stored(store, "final").read_bytes() == b"before"
     assert leftovers(tmp_path) == []
 
 
@@ -121,7 +128,7 @@ def test_copy_range_writes_at_the_position(tmp_path: Path) -> None:
 
 def test_left_overs_of_an_earlier_attempt_are_removed(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    (tmp_path / "final.concat-deadbeef").write_bytes(b"half an assembly")
-    (tmp_path / "other.concat-deadbeef").write_bytes(b"another final's")
+    stored(store, "final").with_name("final.concat-deadbeef").write_bytes(b"half an assembly")
+    stored(store, "other").with_name("other.concat-deadbeef").write_bytes(b"another final's")
     concatenate(store, ["a"])
     assert leftovers(tmp_path) == ["other.concat-deadbeef"]

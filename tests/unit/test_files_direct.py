@@ -45,11 +45,12 @@ def test_bytes_land_at_their_offsets(tmp_path: Path, offset: int, batch_size: in
     rng = random.Random(offset * 7 + batch_size)
     store = FileStore(tmp_path, batch_size=batch_size, direct=True)
     before = os.urandom(offset + 20_000)  # what was there: the writer must keep the bytes before `offset`
-    (tmp_path / "u").write_bytes(before)
+    store.path("u").parent.mkdir()
+    store.path("u").write_bytes(before)
     data = os.urandom(rng.randrange(2 * 1024 * 1024, 3 * 1024 * 1024))
     written, digest = write(store, "u", offset, pieces(data, rng), hashed=True)
     assert written == offset + len(data)
-    assert (tmp_path / "u").read_bytes() == before[:offset] + data
+    assert store.path("u").read_bytes() == before[:offset] + data
     assert digest == hashlib.sha256(data).digest()
     assert store.direct is not None and store.direct.enabled
 
@@ -68,7 +69,7 @@ def test_large_batches_go_past_the_page_cache(tmp_path: Path, monkeypatch: pytes
     store = FileStore(tmp_path, batch_size=1024 * 1024, direct=True)
     data = os.urandom(5 * 1024 * 1024)
     write(store, "u", 0, [data[i : i + 65536] for i in range(0, len(data), 65536)])
-    assert (tmp_path / "u").read_bytes() == data
+    assert store.path("u").read_bytes() == data
     assert len(calls) >= 4 and calls[0] == (0, 1024 * 1024)
 
 
@@ -76,7 +77,7 @@ def test_small_writes_use_the_page_cache(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(files, "_write_direct", lambda *args: pytest.fail("a small write went direct"))
     store = FileStore(tmp_path, direct=True)
     write(store, "u", 0, [b"x" * 65536])
-    assert (tmp_path / "u").read_bytes() == b"x" * 65536
+    assert store.path("u").read_bytes() == b"x" * 65536
 
 
 def test_where_o_direct_is_refused_the_page_cache_takes_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +92,7 @@ def test_where_o_direct_is_refused_the_page_cache_takes_over(tmp_path: Path, mon
     store = FileStore(tmp_path, batch_size=ALIGN, direct=True)
     data = os.urandom(1024 * 1024 + 3)
     assert write(store, "u", 0, pieces(data, random.Random(1)))[0] == len(data)
-    assert (tmp_path / "u").read_bytes() == data
+    assert store.path("u").read_bytes() == data
     assert store.direct is not None and not store.direct.enabled
 
 
@@ -112,7 +113,7 @@ def test_buffers_are_reused_and_never_shared(tmp_path: Path) -> None:
 
     asyncio.run(main())
     for name, data in datas.items():
-        assert (tmp_path / name).read_bytes() == data
+        assert store.path(name).read_bytes() == data
     kept = len(store.direct._free)
     assert 1 <= kept <= 6  # given back, at most one per upload that ran at once
     write(store, "again", 0, [os.urandom(1024 * 1024)])

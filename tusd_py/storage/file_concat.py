@@ -16,25 +16,29 @@ import os
 import secrets
 from pathlib import Path
 
+from tusd_py.storage.file_layout import ASSEMBLY_SUFFIX
+
 _BUFFER_SIZE = 1024 * 1024  # the fallback copy's one buffer
 
 
-def assemble(directory: Path, final_id: str, parts: list[tuple[str, int]], fsync: bool) -> None:
-    """`directory/final_id` := the first `length` bytes of each `directory/part_id`, in order.
+def assemble(final: str, parts: list[tuple[str, int]], fsync: bool) -> None:
+    """The file `final` := the first `length` bytes of each part's file, in order.
 
     The caller holds the final upload's lock, so temporary files of earlier
     attempts are left-overs of a crash and removed first.
     """
-    for stale in directory.glob(f"{final_id}.concat-*"):  # left by a crash mid-assembly
+    directory = Path(final).parent
+    name = Path(final).name
+    for stale in directory.glob(f"{name}{ASSEMBLY_SUFFIX}*"):  # left by a crash mid-assembly
         with contextlib.suppress(OSError):
             stale.unlink()
-    temporary = directory / f"{final_id}.concat-{secrets.token_hex(4)}"
+    temporary = directory / f"{name}{ASSEMBLY_SUFFIX}{secrets.token_hex(4)}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         try:
             position = 0
-            for part_id, length in parts:
-                source = os.open(directory / part_id, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            for part, length in parts:
+                source = os.open(part, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                 try:
                     copy_range(source, fd, length, position)
                 finally:
@@ -44,7 +48,7 @@ def assemble(directory: Path, final_id: str, parts: list[tuple[str, int]], fsync
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, directory / final_id)
+        os.replace(temporary, final)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

@@ -1,4 +1,4 @@
-"""The file data store: one file per upload in the data directory.
+"""The file data store: one file per upload, in its shard of the data directory (`file_layout`).
 
 Bodies arrive as a stream of chunks. `FileWriter` gathers them into batches of
 about `batch_size` bytes and writes each batch with one positional `pwritev` on a
@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
 from tusd_py.checksum import Hasher
 from tusd_py.storage.base import Described
 from tusd_py.storage.file_concat import assemble
+from tusd_py.storage.file_layout import migrate, relative
 
 _IOV_MAX = 1024
 INLINE_WRITE_LIMIT = 64 * 1024  # batches this small are written on the loop: cheaper than a thread hop
@@ -98,6 +99,15 @@ def _take(views: list[memoryview], count: int) -> list[memoryview]:
             views[0] = view[count:]
             count = 0
     return taken
+
+
+def _open_creating(path: str, flags: int) -> int:
+    """`os.open(path, flags)` (O_CREAT among them), making the file's shard if it is the shard's first."""
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o644)
 
 
 class DirectIO:
@@ -173,7 +183,7 @@ class FileWriter:
 
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self._fd = _open_creating(self._path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0))
         return self._fd
 
     async def write(self, chunk: bytes) -> None:
@@ -288,7 +298,8 @@ class FileWriter:
 
 
 class FileStore:
-    """Upload data as plain files named by upload id (ids cannot contain '.' or '/')."""
+    """Upload data as plain files named by upload id (ids cannot contain '.' or '/'),
+    in 4,096 subdirectories of the data directory (`file_layout`)."""
 
     name = "files"
     reads_unfinished = True  # committed bytes are in the file as they are committed
@@ -303,12 +314,13 @@ class FileStore:
         self.batch_size = batch_size
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tusd-io")
         directory.mkdir(parents=True, exist_ok=True)
+        migrate(directory, fsync=fsync)  # a directory of an older release: its files move into their shards
 
     def path(self, upload_id: str) -> Path:
         return Path(self._file(upload_id))
 
     def _file(self, upload_id: str) -> str:
-        return self._prefix + upload_id
+        return self._prefix + relative(upload_id)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -326,7 +338,7 @@ class FileStore:
         # A file needs none of what the contract offers at creation: its name is the id.
         # On the loop: making an empty file costs less than the hop to a worker thread
         # and back (small uploads are mostly such hops otherwise; docs/performance.md).
-        os.close(os.open(self._file(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        os.close(_open_creating(self._file(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
 
     def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None, *, length: int | None = None) -> FileWriter:
         return FileWriter(
@@ -380,7 +392,8 @@ class FileStore:
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
         """Assemble the final upload's file from its parts on a worker thread: all or nothing (`file_concat`)."""
-        await self._io(assemble, self.directory, final_id, parts, self.fsync)
+        paths = [(self._file(part_id), length) for part_id, length in parts]
+        await self._io(assemble, self._file(final_id), paths, self.fsync)
 
     def writable(self) -> bool:
         return os.access(self.directory, os.W_OK)

@@ -139,6 +139,7 @@ class LocalRecords(SqliteDatabase):
         def run(db: sqlite3.Connection) -> bool:
             with transaction(db):
                 db.execute("DELETE FROM concat_waiters WHERE final = ?", (upload_id,))
+                db.execute("DELETE FROM claims WHERE id = ?", (upload_id,))  # none can be made without the record
                 return db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount == 1
 
         return await self._run(run)
@@ -146,8 +147,9 @@ class LocalRecords(SqliteDatabase):
     async def due_for_expiry(self, now: float, limit: int) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                "SELECT id FROM uploads WHERE expires IS NOT NULL AND expires <= ? AND state != ? LIMIT ?",
-                (now, EXPIRED, limit),
+                # The terms of the uploads_due index, literally: SQLite uses a partial index only then.
+                f"SELECT id FROM uploads WHERE expires IS NOT NULL AND state != '{EXPIRED}' AND expires <= ? LIMIT ?",
+                (now, limit),
             )
             return [row[0] for row in rows]
 
@@ -168,8 +170,9 @@ class LocalRecords(SqliteDatabase):
         """Drop expired tombstones older than `before`, so the table does not grow forever."""
         self._fresh.clear()
         def run(db: sqlite3.Connection) -> int:
-            dropped = db.execute("DELETE FROM uploads WHERE state = ? AND expires < ?", (EXPIRED, before)).rowcount
-            db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
-            return dropped
+            with transaction(db):  # through the uploads_tombstones index: only the tombstones that are dropped
+                dropping = f"SELECT id FROM uploads WHERE state = '{EXPIRED}' AND expires < ?"
+                db.execute(f"DELETE FROM claims WHERE id IN ({dropping})", (before,))
+                return db.execute(f"DELETE FROM uploads WHERE state = '{EXPIRED}' AND expires < ?", (before,)).rowcount
 
         return await self._run(run)

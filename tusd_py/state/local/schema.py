@@ -3,6 +3,11 @@
 `uploads` holds the records (`Upload`'s fields as columns), `claims` the once-only
 claims, `concat_waiters` what final uploads wait on (finals.py). Columns added after
 the first release are added to older databases by `prepare`.
+
+A sweep costs in proportion to what expired: the uploads still due and the tombstones
+(expired records, kept a week) have an index each, so finding the due ones never walks
+the tombstones, and a claim goes with its record (`records.py`) instead of being
+found by a scan of all claims.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     want_repr_digest TEXT,
     digests TEXT
 );
-CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS uploads_due ON uploads (expires) WHERE expires IS NOT NULL AND state != 'expired';
+CREATE INDEX IF NOT EXISTS uploads_tombstones ON uploads (expires) WHERE state = 'expired';
 CREATE TABLE IF NOT EXISTS claims (
     id TEXT NOT NULL,
     event TEXT NOT NULL,
@@ -64,6 +70,7 @@ BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = NEW.id AND settled = 0;
 CREATE TRIGGER IF NOT EXISTS concat_settle_on_delete AFTER DELETE ON uploads WHEN OLD.partial = 1
 BEGIN UPDATE concat_waiters SET settled = 1 WHERE part = OLD.id AND settled = 0; END;
 """
+SWEEP_VERSION = 1  # PRAGMA user_version from which claims leave with their records
 ALL_SETTLED = "NOT EXISTS (SELECT 1 FROM concat_waiters u WHERE u.final = {final} AND u.settled = 0)"
 UNSETTLED = f"EXISTS (SELECT 1 FROM uploads p WHERE p.id = concat_waiters.part AND p.state NOT IN ('{FINISHED}', '{EXPIRED}'))"
 
@@ -79,6 +86,10 @@ def prepare(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE concat_waiters ADD COLUMN settled INTEGER NOT NULL DEFAULT 0")
         db.execute(f"UPDATE concat_waiters SET settled = 1 WHERE NOT {UNSETTLED}")  # waits of older releases
     db.executescript(SETTLE_SCHEMA)
+    if db.execute("PRAGMA user_version").fetchone()[0] < SWEEP_VERSION:  # once, for a database of an older release
+        db.execute("DROP INDEX IF EXISTS uploads_expires")  # walked the tombstones; the two partial indexes replace it
+        db.execute("DELETE FROM claims WHERE NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = claims.id)")
+        db.execute(f"PRAGMA user_version = {SWEEP_VERSION}")
 
 
 def to_row(upload: Upload) -> tuple[Any, ...]:
