@@ -11,7 +11,7 @@ part-sized buffer sent again and again, so generating them costs nothing.
 SeaweedFS (`weed mini`, tests/support.S3Server) runs on this machine and takes
 most of the CPU, so the figures are for this machine only. Both modes run with
 the glibc allocator settings tusd-py's server applies to itself (`allocator.tune`). Prints MB/s, the
-client's peak RSS and weed's; asserts nothing about speed.
+client's peak RSS and weed's, and the client's CPU seconds per GiB; asserts nothing about speed.
 
 `--modes raw,store` also runs each workload through `tusd_py.storage.s3.S3Store` (its
 writer fed 64 KiB chunks, as a request body arrives), in-process, with no HTTP
@@ -110,10 +110,11 @@ async def through_store(store: S3Store, upload_id: str, size: int, block: bytes)
     await store.finish(upload_id, size)
 
 
-async def workload(options: S3Options, mode: str, name: str, count: int, size: int, block: bytes, check: bool) -> float:
+async def workload(options: S3Options, mode: str, name: str, count: int, size: int, block: bytes, check: bool) -> tuple[float, float]:
+    """MB/s, and this process's CPU seconds per GiB sent."""
     keys = [f"{mode}-{name}-{i}" for i in range(count)]
     async with create_client(options) as client:
-        started = time.perf_counter()
+        cpu0, started = _cpu_seconds(), time.perf_counter()
         if mode == "raw":
             part = len(block)
 
@@ -124,13 +125,13 @@ async def workload(options: S3Options, mode: str, name: str, count: int, size: i
         else:
             async with S3Store(options) as store:
                 await asyncio.gather(*(through_store(store, key, size, block) for key in keys))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - cpu0
         for key in keys:
             head = await client.head_object(Bucket=options.bucket, Key=key)
             assert head["ContentLength"] == size
             if check:
                 await verify(client, options.bucket, key, size, block)
-    return count * size / elapsed / 1e6
+    return count * size / elapsed / 1e6, cpu / (count * size / 2**30)
 
 
 async def from_file(options: S3Options, path: str, ranges: list[tuple[int, int]]) -> dict[str, Any]:
@@ -193,8 +194,8 @@ def main() -> None:
             runs = [("single", 1, args.single_mib * MiB), ("parallel", args.parallel, args.parallel_mib * MiB)]
             for name, count, size in runs:
                 for mode in args.modes.split(","):
-                    rate = asyncio.run(workload(options, mode, name, count, size, block, args.verify))
-                    print(f"{mode:5s} {name:8s} {count} x {size // MiB} MiB: {rate:7.1f} MB/s", flush=True)
+                    rate, cpu = asyncio.run(workload(options, mode, name, count, size, block, args.verify))
+                    print(f"{mode:5s} {name:8s} {count} x {size // MiB} MiB: {rate:7.1f} MB/s, CPU {cpu:.2f} s per GiB", flush=True)
             assert server.proc is not None
             print(f"peak RSS: client {peak_mib()} MiB, weed {peak_mib(server.proc.pid)} MiB "
                   f"(part {args.part_mib} MiB, {args.concurrency} in flight per object)")
