@@ -17,7 +17,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import requests
 
@@ -126,9 +126,12 @@ class LocalHttpServer:
 class TusServer:
     """`python -m tusd_py` on a free port, with its own data directory."""
 
-    def __init__(self, data_dir: Path, *, redis_url: str | None = None, port: int | None = None, **flags: object) -> None:
+    def __init__(
+        self, data_dir: Path, *, redis_url: str | None = None, port: int | None = None, env: dict[str, str] | None = None, **flags: object
+    ) -> None:
         self.data_dir = data_dir
         self.redis_url = redis_url
+        self.env = env or {}  # added to the inherited environment (S3 credentials)
         self.port = port or free_port()
         self.flags = flags
         self.proc: subprocess.Popen | None = None
@@ -159,6 +162,7 @@ class TusServer:
     def start(self) -> TusServer:
         env = {key: value for key, value in os.environ.items() if not key.startswith("TUSD_PY_")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
@@ -238,6 +242,7 @@ def raw_request(port: int, method: str, path: str, headers: dict[str, str] | Non
 
 S3_ACCESS_KEY = "tusd-test"
 S3_SECRET_KEY = "tusd-test-secret"
+S3_READER_KEY = "tusd-reader"  # may read and list the bucket, not write it
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
     "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
@@ -274,6 +279,18 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def server_flags(self, prefix: str | None = None) -> dict[str, object]:
+        """TusServer flags storing upload data here, under `prefix` (default: a fresh one).
+
+        The server also needs `S3_CREDENTIALS` in its environment (`TusServer(env=...)`).
+        """
+        import secrets
+
+        return {
+            "s3_bucket": self.bucket, "s3_endpoint": self.endpoint, "s3_region": "us-east-1", "s3_path_style": True,
+            "s3_prefix": prefix or f"t-{secrets.token_hex(6)}/",
+        }
+
     def command(self) -> list[str]:
         ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
@@ -293,7 +310,8 @@ class S3Server:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         identity = {"name": "tester", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-        (self.directory / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        reader = {"name": "reader", "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_SECRET_KEY}], "actions": ["Read", "List"]}
+        (self.directory / "s3.json").write_text(json.dumps({"identities": [identity, reader]}))
         log = open(self.log_path, "ab")
         # its own session, so stop() can end it and anything it started by the group id (its PID)
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -301,17 +319,21 @@ class S3Server:
         self._wait_ready(timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Until the bucket answers a signed HeadBucket (the S3 port opens before the filer is ready)."""
+    def client(self) -> Any:
+        """A botocore S3 client with the admin key, for tests to look into the bucket (one attempt per call)."""
         import botocore.session
         from botocore.config import Config
 
-        deadline = time.monotonic() + timeout
-        wait_for_port(self.port, timeout=timeout, proc=self.proc)
-        client = botocore.session.get_session().create_client(
+        return botocore.session.get_session().create_client(
             "s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
             aws_secret_access_key=S3_SECRET_KEY, config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=2),
         )
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the bucket answers a signed HeadBucket (the S3 port opens before the filer is ready)."""
+        deadline = time.monotonic() + timeout
+        wait_for_port(self.port, timeout=timeout, proc=self.proc)
+        client = self.client()
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log()[-2000:]}")

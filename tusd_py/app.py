@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator, cast
+from typing import TYPE_CHECKING, AsyncIterator, cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,9 +24,14 @@ from tusd_py.middleware import TusMiddleware
 from tusd_py.routing import ProtocolHandler, UploadRoutes
 from tusd_py.state import open_state_store
 from tusd_py.state.base import ExpiringStateStore, FullStateStore
+from tusd_py.storage import open_data_store
+from tusd_py.storage.base import DataStore
 from tusd_py.storage.files import FileStore
 from tusd_py.sweeper import Sweeper
 from tusd_py.ui import ui_routes
+
+if TYPE_CHECKING:
+    from tusd_py.storage.s3 import S3Store
 
 logger = logging.getLogger("tusd_py")
 
@@ -57,12 +62,20 @@ OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})  # not counted, not l
 def build_engine(config: Config) -> UploadEngine:
     """The stores named by `config`, the hooks, and the engine on them."""
     state, locker = open_state_store(config)
-    data = FileStore(config.data_dir, fsync=config.fsync, batch_size=config.write_batch_size, direct=config.direct_io)
+    data = open_data_store(config)
     metrics = Metrics()
-    hooks = build_hooks(
-        config, storage=lambda upload_id: {"type": data.name, "path": str(data.path(upload_id).resolve())}, metrics=metrics
-    )
+    hooks = build_hooks(config, storage=lambda upload_id: storage_info(data, upload_id), metrics=metrics)
     return UploadEngine(config, state, data, locker, hooks=hooks, metrics=metrics)
+
+
+def storage_info(data: DataStore, upload_id: str) -> dict[str, str]:
+    """Where an upload's bytes are, for hooks: the file's path, or (named as tusd names them) the bucket and key."""
+    if isinstance(data, FileStore):
+        return {"type": data.name, "path": str(data.path(upload_id).resolve())}
+    if data.name == "s3":  # the S3 package is imported only when --s3-bucket chose it
+        data = cast("S3Store", data)
+        return {"type": data.name, "Type": "s3store", "Bucket": data.options.bucket, "Key": data.object_key(upload_id)}
+    return {"type": data.name}
 
 
 def build_protocols(engine: UploadEngine) -> list[ProtocolHandler]:
@@ -79,12 +92,19 @@ def create_app(config: Config) -> Starlette:
     engine = build_engine(config)
     sweeper = None
     if isinstance(engine.state, ExpiringStateStore):
-        sweeper = Sweeper(cast(FullStateStore, engine.state), engine.data, engine.locker, interval=config.sweep_interval, concat=engine.concat)
+        sweeper = Sweeper(
+            cast(FullStateStore, engine.state), engine.data, engine.locker,
+            interval=config.sweep_interval, concat=engine.concat, orphan_age=config.expire_after,
+        )
         sweeper.on_expired.append(lambda upload_id: engine.metrics.uploads_expired.inc())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # expiry, and final uploads still waiting on parts
+        s3 = cast("S3Store", engine.data) if engine.data.name == "s3" else None
+        if s3 is not None:  # this process's client (the CLI checked the bucket before serving, with a message)
+            await s3.start()
+            await s3.check_bucket()
         task = asyncio.create_task(sweeper.run()) if sweeper is not None else None
         try:
             yield
@@ -97,6 +117,8 @@ def create_app(config: Config) -> Starlette:
             await engine.hooks.close()
             await engine.locker.close()
             await engine.state.close()
+            if s3 is not None:
+                await s3.close()
 
     async def greeting(request: Request) -> Response:
         return PlainTextResponse(f"tusd-py: a tus 1.0.0 server. Uploads go to {config.base_path}\n")

@@ -77,7 +77,25 @@ def config_from_options(options: dict[str, Any]) -> Config:
         elif type(None) in typing.get_args(hint):
             value = value or None  # an empty TUSD_PY_* variable means unset
         values[field.name] = value
-    return Config(**values)
+    try:
+        return Config(**values)
+    except ValueError as error:  # a combination click's types cannot check (an endpoint that is not a URL, ...)
+        raise click.UsageError(str(error)) from None
+
+
+def check_data_store(config: Config) -> None:
+    """With --s3-bucket: the bucket answers and takes writes, or the command ends with one line saying why."""
+    if not config.s3_bucket:
+        return
+    import asyncio
+
+    from tusd_py.storage import s3_options
+    from tusd_py.storage.s3.startup import BucketUnusable, check
+
+    try:
+        asyncio.run(check(s3_options(config)))
+    except BucketUnusable as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _run(workers: int, **options: Any) -> None:
@@ -89,7 +107,12 @@ def _run(workers: int, **options: Any) -> None:
     config = config_from_options(options)
     configure_logging(config.log_level, config.log_format)
     click.echo(f"tusd-py serving http://{config.host}:{config.port}{config.base_path}" + (f" with {workers} workers" if workers > 1 else ""))
-    click.echo(f"  data directory: {config.data_dir.resolve()}")
+    check_data_store(config)
+    if config.s3_bucket:
+        where = f" at {config.s3_endpoint}" if config.s3_endpoint else ""
+        click.echo(f"  data: S3 bucket {config.s3_bucket!r}{where}, prefix {config.s3_prefix!r}; state and temporary files: {config.data_dir.resolve()}")
+    else:
+        click.echo(f"  data directory: {config.data_dir.resolve()}")
     click.echo(f"  state: {'Redis, locks: Redis lease' if config.redis_url else 'embedded (SQLite), locks: in-process'}")
     serve(config, workers)  # each process builds its own app
 

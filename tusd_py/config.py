@@ -19,6 +19,7 @@ from typing import Any
 _ENDPOINT_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s;,'\"<>\\]*)?")
 # One CSP source expression: 'self', 'none', a scheme, a host (wildcards and port allowed).
 _SOURCE_RE = re.compile(r"'self'|'none'|[A-Za-z][A-Za-z0-9+.\-]*:(//[A-Za-z0-9.*\-\[\]:]+)?|[A-Za-z0-9.*\-]+(:[0-9*]+)?")
+MiB = 1024 * 1024
 HOOK_EVENTS = (
     "authorize", "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
 )
@@ -102,6 +103,33 @@ class Config:
         True,
         "Write large batches with O_DIRECT, past the page cache (faster where the page cache is slow to grow, e.g. some VMs).",
     )
+    # S3 data store (see storage/s3/ and docs/s3.md); credentials only from the AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)
+    s3_bucket: str | None = setting(
+        None,
+        "Store upload data in this S3 bucket instead of --dir (which then keeps only the embedded state and bounded temporary buffers). Credentials come from the AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, roles.",
+    )
+    s3_endpoint: str | None = setting(None, "URL of an S3-compatible service (MinIO, SeaweedFS, R2, B2, Ceph); unset: AWS.")
+    s3_region: str | None = setting(None, "S3 region (unset: the AWS chain's, e.g. AWS_REGION).")
+    s3_prefix: str = setting("", "Prefix of every object key the server writes (several deployments can share one bucket).")
+    s3_part_size: int = setting(
+        8 * MiB,
+        "Preferred size of an S3 part in bytes (at least 5 MiB, S3's minimum; grown for uploads over 10,000 parts). Memory per upload in flight is about one part.",
+        minimum=5 * MiB,
+        maximum=5 * 1024 * MiB,
+    )
+    s3_path_style: bool = setting(
+        False, "Address the bucket as https://host/bucket/key (MinIO, SeaweedFS, Ceph) instead of https://bucket.host/key."
+    )
+    s3_request_checksums: bool = setting(
+        False,
+        "Send botocore's CRC32 checksums with every upload (many S3-compatible services reject them; SigV4 and TLS already cover the payload).",
+    )
+    s3_concurrency: int = setting(4, "Part uploads in flight per upload.", minimum=1)
+    s3_max_in_flight: int = setting(
+        8, "Part uploads in flight on this instance in all (each holds one part in memory).", minimum=1
+    )
+    s3_timeout: float = setting(30.0, "Seconds an S3 request may wait for its answer (then retried, see --s3-attempts).", minimum=0.1)
+    s3_attempts: int = setting(3, "Attempts per S3 call (with exponential backoff) before the request gets 503.", minimum=1)
     # Hooks (see hooks/ and docs/hooks.md)
     hooks_module: str | None = setting(
         None, "Python module whose functions (pre_create, post_finish, authorize, ...) are the hooks."
@@ -173,6 +201,10 @@ class Config:
             raise ValueError("redis_min_replicas must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+        if self.s3_prefix.startswith("/"):
+            raise ValueError("s3_prefix must not start with '/'")
+        if self.s3_endpoint is not None and _ENDPOINT_RE.fullmatch(self.s3_endpoint) is None:
+            raise ValueError(f"s3_endpoint: {self.s3_endpoint!r} is not an absolute http(s) URL")
         for endpoint in self.ui_endpoints:
             if _ENDPOINT_RE.fullmatch(endpoint) is None:
                 raise ValueError(f"ui_endpoints: {endpoint!r} is not an absolute http(s) URL")

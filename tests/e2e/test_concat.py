@@ -384,6 +384,7 @@ def test_final_survives_a_restart_while_waiting(make_server, state_backend: str)
     assert requests.get(final, timeout=10).content == b"xyzxyz"
 
 
+@pytest.mark.files_only  # looks for the upload's file in --dir
 def test_a_failed_assembly_marks_nothing_complete_and_is_retried(make_server) -> None:
     """Bytes missing from a part's file (a broken disk, say): the final upload is not
     completed with wrong bytes; the sweep retries and completes it once the data is back."""

@@ -328,6 +328,7 @@ def test_methods_not_allowed(server) -> None:
     assert response.headers["Allow"].startswith("POST")
 
 
+@pytest.mark.files_only  # looks for the upload's file in --dir
 def test_expiration_headers_and_sweeper(make_server) -> None:
     server = make_server(expire_after=1, sweep_interval=0.5)
     url = create(server.url, 10)

@@ -21,14 +21,17 @@ from http_sf import parse
 
 from tests import draft_client as d
 from tests.draft_client import INTEROP, INTEROP_6, PARTIAL
-from tests.support import RedisServer, TusServer
+from tests.support import S3_CREDENTIALS, RedisServer, TusServer
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
+@pytest.fixture(scope="module", params=["embedded", "redis", "redis-s3"])
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[TusServer]:
-    """One server per state backend for the module (ids are random, so tests do not collide)."""
-    redis = redis_server.url if request.param == "redis" else None
-    server = TusServer(tmp_path_factory.mktemp("ietf"), redis_url=redis, expire_after=3600).start()
+    """One server per backend for the module (ids are random, so tests do not collide); "redis-s3"
+    keeps upload data in the session's SeaweedFS bucket."""
+    redis = redis_server.url if request.param != "embedded" else None
+    s3 = request.getfixturevalue("s3_server").server_flags() if request.param == "redis-s3" else {}
+    env = S3_CREDENTIALS if s3 else None
+    server = TusServer(tmp_path_factory.mktemp("ietf"), redis_url=redis, env=env, expire_after=3600, **s3).start()
     yield server
     server.stop()
 

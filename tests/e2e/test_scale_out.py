@@ -151,12 +151,12 @@ def content(url: str) -> bytes:
 # -- the deployment files -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["nginx.conf", "nginx-ha.conf"])  # nginx-ha.conf: compose's "sentinel" profile
+@pytest.mark.parametrize("name", ["nginx.conf", "nginx-ha.conf", "nginx-s3.conf"])  # compose's "sentinel" and "s3" profiles
 def test_compose_nginx_config_is_valid(tmp_path: Path, name: str) -> None:
     """deploy/nginx/nginx.conf as compose mounts it, checked by `nginx -t` (names become 127.0.0.1)."""
     source = (PROXY_SETTINGS.parent / name).read_text()
     assert "include /etc/nginx/tus-proxy.conf;" in source
-    config = re.sub(r"tusd(-ha)?[123]:1080", "127.0.0.1:1080", source)
+    config = re.sub(r"tusd(-ha|-s3-)?[123]:1080", "127.0.0.1:1080", source)
     config = config.replace("/etc/nginx/tus-proxy.conf", str(PROXY_SETTINGS)).replace("/tmp/nginx.pid", str(tmp_path / "pid"))
     (tmp_path / "nginx.conf").write_text(config)
     binary = Nginx(tmp_path, []).binary()

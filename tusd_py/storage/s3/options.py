@@ -25,6 +25,7 @@ Defaults, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 from aiobotocore.config import AioConfig
@@ -76,6 +77,18 @@ class S3Options:
         )
 
 
+@functools.cache
+def _models() -> Any:
+    """botocore's loader of service models, shared by the process's sessions (each would parse S3's model again: ~0.5 s)."""
+    return get_session().get_component("data_loader")
+
+
 def create_client(options: S3Options) -> Any:
-    """An aiobotocore S3 client context manager (`async with create_client(o) as client`)."""
-    return get_session().create_client("s3", endpoint_url=options.endpoint_url, config=options.client_config())
+    """An aiobotocore S3 client context manager (`async with create_client(o) as client`).
+
+    A session of its own (credentials, which may refresh under an event loop's lock, are per session)
+    on the process's one model loader, so the start-up check and the server's client parse the models once.
+    """
+    session = get_session()
+    session.register_component("data_loader", _models())
+    return session.create_client("s3", endpoint_url=options.endpoint_url, config=options.client_config())

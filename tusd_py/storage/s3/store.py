@@ -115,6 +115,11 @@ class S3Store:
             self._remember(handle)
         return handle
 
+    def object_key(self, upload_id: str) -> str:
+        """The upload's object key as this process knows it (its cached record, else the default key), for hooks."""
+        handle = self._handles.get(upload_id)
+        return handle.key if handle is not None else self.prefix + upload_id
+
     def _remember(self, handle: Handle) -> None:
         self._handles[handle.upload_id] = handle
         self._handles.move_to_end(handle.upload_id)
