@@ -18,8 +18,8 @@ each run in a bucket of its own, emptied and removed after it:
   tusd-py-s3   tusd-py with --s3-bucket (embedded state); tusd-py-s3-redis the same with Redis state
   tus-node-s3  @tus/server + @tus/s3-store (npm), bench/peers/tus_node_s3_server.mjs
   s3-raw       the ceiling: bench/s3_ceiling.py --from-file, plain aiobotocore multipart uploads of the
-               same byte ranges (same part size, parts in flight per object and in all as tusd-py's
-               defaults), no HTTP server; its figure is its own creation-to-completion time
+               same byte ranges (4 parts in flight per object as tusd-py, 8 in all where tusd-py
+               has 4), no HTTP server; its figure is its own creation-to-completion time
 All three use 8 MiB parts; SeaweedFS's own CPU share is printed beside each figure.
 
 Every server is started fresh for every run (so its peak RSS, VmHWM of its process
@@ -648,19 +648,15 @@ def run_server(kind: ServerKind, workload: Workload, payload: Payload, data: Pat
 def run_ceiling(kind: ServerKind, workload: Workload, payload: Payload, data: Path, ctx: Context, args: argparse.Namespace, rep: int) -> Result:
     """The same byte ranges as plain multipart uploads (bench/s3_ceiling.py --from-file, its own process).
 
-    Part size and parts in flight (per object, in all) are tusd-py's S3 defaults. The
-    figure is the process's own time from the first creation to the last completion;
-    its peak RSS and CPU are the client's (it is no server).
+    8 MiB parts, 4 in flight per object and 8 in all (bench/s3_ceiling.py's defaults; tusd-py
+    has 4 in all, for its memory). The figure is the process's own time from the first
+    creation to the last completion; its peak RSS and CPU are the client's (it is no server).
     """
-    from tusd_py.storage.s3.options import S3Options
-
     assert ctx.s3 and workload.ranges is not None
     ranges = workload.ranges(payload, args)
-    defaults = S3Options(bucket="-")
     argv = [sys.executable, str(ROOT / "bench" / "s3_ceiling.py"), "--from-file", str(payload.path),
             "--ranges", ",".join(f"{offset}:{count}" for offset, count in ranges),
-            "--endpoint", ctx.s3.server.endpoint, "--bucket", data.name, "--part-mib", str(S3_PART_MIB),
-            "--concurrency", str(defaults.concurrency), "--max-in-flight", str(defaults.max_in_flight)]
+            "--endpoint", ctx.s3.server.endpoint, "--bucket", data.name, "--part-mib", str(S3_PART_MIB)]
     s3_cpu0 = ctx.s3.cpu_seconds()
     done = subprocess.run(argv, env={**_clean_env(), **S3_CREDENTIALS}, capture_output=True, text=True, timeout=600)
     s3_cpu = ctx.s3.cpu_seconds() - s3_cpu0
