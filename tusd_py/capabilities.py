@@ -29,6 +29,7 @@ class Capabilities:
     expiry: bool  # expired uploads are found and removed (with --expire-after > 0)
     concatenation: bool  # final uploads: the state tracks waits, the data store copies
     download: bool  # GET, ranged reads, the draft's digests
+    reads_unfinished: bool  # GET serves an unfinished upload's committed bytes (else 409 until it is finished)
     draft: bool  # the IETF draft's own fields (announced length, kept digests)
 
     @classmethod
@@ -40,6 +41,7 @@ class Capabilities:
             expiry=isinstance(state, ExpiringStateStore) and config.expire_after > 0,
             concatenation=isinstance(state, ConcatStateStore) and isinstance(data, ConcatenatingDataStore),
             download=readable,
+            reads_unfinished=isinstance(data, ReadableDataStore) and data.reads_unfinished,
             draft=config.ietf_draft and defer and readable and isinstance(state, DraftStateStore),
         )
 

@@ -32,13 +32,13 @@ import enum
 import logging
 import time
 from contextlib import AsyncExitStack
-from typing import Awaitable, Callable, Coroutine, cast
+from typing import Awaitable, Callable, Coroutine, Protocol
 
 from tusd_py import protocol as p
 from tusd_py.config import Config
-from tusd_py.hooks.base import Hooks
+from tusd_py.hooks.base import DataChoice, Hooks
 from tusd_py.locks.base import Locker, LockTimeout
-from tusd_py.state.base import CREATED, EXPIRED, FINISHED, FullStateStore, StateUnavailable, Upload
+from tusd_py.state.base import CREATED, EXPIRED, FINISHED, ConcatStateStore, StateStore, StateUnavailable, Upload
 from tusd_py.storage.base import ConcatenatingDataStore, DataStore
 from tusd_py.urls import upload_id_from_url
 
@@ -48,6 +48,14 @@ logger = logging.getLogger("tusd_py.concat")
 # while it copies. On a timeout the final upload stays pending for the next sweep.
 ASSEMBLY_LOCK_WAIT = 30.0
 RECONCILE_BATCH = 100
+
+
+class ConcatState(StateStore, ConcatStateStore, Protocol):
+    """What concatenation needs of the state store: the core and `ConcatStateStore`."""
+
+
+class ConcatData(DataStore, ConcatenatingDataStore, Protocol):
+    """What concatenation needs of the data store: the core and server-side copy."""
 
 
 class Outcome(enum.Enum):
@@ -60,11 +68,12 @@ class Concatenator:
     def __init__(
         self,
         config: Config,
-        state: FullStateStore,
-        data: DataStore,
+        state: ConcatState,
+        data: ConcatData,
         locker: Locker,
         on_complete: Callable[[Upload], Awaitable[None]],
         hooks: Hooks | None = None,
+        create_data: Callable[[Upload, DataChoice], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -72,6 +81,7 @@ class Concatenator:
         self.locker = locker
         self.hooks = hooks or Hooks()
         self.on_complete = on_complete  # the final upload's post-finish processing
+        self.create_data = create_data or self._create_data  # the engine's: the store learns the length, type, key
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- creation ------------------------------------------------------------------
@@ -109,13 +119,17 @@ class Concatenator:
             state=CREATED,
         )
 
-    async def store_final(self, upload: Upload) -> Upload:
+    async def store_final(self, upload: Upload, choice: DataChoice | None = None) -> Upload:
         """Store a final upload from `new_final`, not yet assembled; the record first, so
-        that nothing on disk is left behind by a record that could not be stored."""
+        that nothing on disk is left behind by a record that could not be stored. Its data
+        is created with its total length, and the key the pre-create hook chose (`choice`)."""
         if not await self.state.create_final(upload):  # an id collision: 128 random bits make it a bug
             raise RuntimeError("upload id collision")
-        await self.data.create(upload.id)
+        await self.create_data(upload, choice or DataChoice())
         return upload
+
+    async def _create_data(self, upload: Upload, choice: DataChoice) -> None:
+        await self.data.create(upload.id, upload.length, key=choice.key, metadata=choice.metadata)
 
     def _part_id(self, url: str) -> str:
         part_id = upload_id_from_url(url, self.config)
@@ -197,7 +211,7 @@ class Concatenator:
             if not all(part is not None and part.finished for part in parts.values()):
                 return Outcome.WAITING
             lengths = {part_id: part.length or 0 for part_id, part in parts.items() if part is not None}
-            await cast(ConcatenatingDataStore, self.data).concatenate(final.id, [(part_id, lengths[part_id]) for part_id in final.parts])
+            await self.data.concatenate(final.id, [(part_id, lengths[part_id]) for part_id in final.parts])
             if not all(lock.valid() for lock in locks):
                 logger.warning("final upload %s: lost a lock while assembling; the next sweep retries", final_id)
                 return Outcome.WAITING

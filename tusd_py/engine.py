@@ -11,15 +11,14 @@ The contract, in the order a request meets it:
 - `locked` (or `lock`) for anything that changes an upload: one request at a time,
   and a request that wants the lock asks the holder to let go (lock exchange);
 - `create` a new upload (pre-create, record, data, post-create);
-- `write` a body: `_stream` it to the data store, then `_settle` what arrived
-  (checksum, pre-finish, the commit, finish); the `WriteResult` (`writes.py`)
+- `write` a body: `writes.stream` it to the data store, then `writes.settle` what
+  arrived (checksum, pre-finish, the commit, finish); the `WriteResult` (`writes.py`)
   says in one `Stop` why the body ended and whether a creation keeps its upload;
 - `declare_length` / `complete` / `finish` / `terminate`, `expiry`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import AsyncIterator, Awaitable, Callable, Iterator, cast
@@ -27,9 +26,10 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator, cast
 from tusd_py import protocol as p
 from tusd_py.body import BodyReader
 from tusd_py.capabilities import Capabilities
-from tusd_py.concat import Concatenator
+from tusd_py.concat import ConcatData, Concatenator, ConcatState
 from tusd_py.config import Config
-from tusd_py.hooks.base import AUTHORIZE, POST_RECEIVE, Hooks
+from tusd_py.download import content_type
+from tusd_py.hooks.base import AUTHORIZE, DataChoice, Hooks
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
 from tusd_py.state.base import (
@@ -37,22 +37,12 @@ from tusd_py.state.base import (
     FINISH_ANNOUNCED,
     FINISHED,
     DraftStateStore,
-    FullStateStore,
     StateStore,
     Upload,
 )
-from tusd_py.storage.base import DataStore, RandomAccessDataStore
-from tusd_py.writes import (
-    Checksum,
-    Receive,
-    Stop,
-    Streamed,
-    WriteResult,
-    stop_error,
-    why_stopped,
-)
+from tusd_py.storage.base import CompletingDataStore, DataStore
+from tusd_py.writes import Checksum, Receive, Stop, WriteResult, settle, stream
 
-COMMIT_INTERVAL = 1.0  # seconds between offset commits while a long body streams in
 
 class UploadEngine:
     """Uploads over a state store, a data store and a locker, with hooks and metrics."""
@@ -74,14 +64,17 @@ class UploadEngine:
         self.hooks = hooks or Hooks()
         self.metrics = metrics or Metrics()
         self.capabilities = Capabilities.of(state, data, config)
-        self._trims = isinstance(data, RandomAccessDataStore)  # once: a Protocol isinstance check costs ~10 us
+        self._completes = isinstance(data, CompletingDataStore)  # once: a Protocol isinstance check costs ~10 us
         self.readers: set[BodyReader] = set()
         self.streaming = 0  # request bodies in progress (see body_slot)
         self.shutting_down = False
         self.on_finish: list[Callable[[Upload], Awaitable[None]]] = []
         self.concat: Concatenator | None = None
         if self.capabilities.concatenation:
-            self.concat = Concatenator(config, cast(FullStateStore, state), data, locker, on_complete=self.finish, hooks=self.hooks)
+            self.concat = Concatenator(
+                config, cast(ConcatState, state), cast(ConcatData, data), locker,
+                on_complete=self.finish, create_data=self.create_data, hooks=self.hooks,
+            )
 
     # -- reading and locking -------------------------------------------------------
 
@@ -190,7 +183,7 @@ class UploadEngine:
         it, or change its id and metadata); returns the upload as stored. An upload created
         complete (length 0) goes through pre-finish first; the caller then calls `finish`."""
         proposed = upload.id
-        upload = await self.hooks.pre_create(upload)
+        upload, choice = await self.hooks.pre_create_data(upload)
         if upload.finished:
             await self.hooks.pre_finish(upload)
         # The record first: creating the data of an id that is taken would truncate it.
@@ -198,10 +191,28 @@ class UploadEngine:
             if upload.id != proposed:
                 raise p.ERR_ID_TAKEN()
             raise RuntimeError("upload id collision")  # 128 random bits: a bug
-        await self.data.create(upload.id)
+        await self.create_data(upload, choice)
         self.metrics.uploads_created.inc()
         self.hooks.post_create(upload)
         return upload
+
+    async def create_data(self, upload: Upload, choice: DataChoice) -> None:
+        """The data of a stored record, told what the data store may need (`DataStore.create`).
+
+        A data store that refuses (an upload too large for it: 413; the store down: 503)
+        leaves nothing: the record goes too."""
+        try:
+            metadata = p.parse_metadata(upload.metadata)
+        except p.TusError:
+            metadata = {}
+        try:
+            await self.data.create(
+                upload.id, upload.length, max_size=self.config.max_size or None, key=choice.key,
+                content_type=content_type(metadata)[0], metadata=choice.metadata,
+            )
+        except BaseException:
+            await self.state.delete(upload.id)
+            raise
 
     # -- writing a body ------------------------------------------------------------
 
@@ -241,91 +252,11 @@ class UploadEngine:
         commit made while the body still streams. Raises only what a commit raises
         (lock lost, upload gone, offset moved); every other end is in the result.
         """
-        streamed = await self._stream(upload, reader, lock, checksum, on_commit)
-        return await self._settle(upload, reader, lock, checksum, streamed)
+        streamed = await stream(self, upload, reader, lock, checksum, on_commit)
+        return await settle(self, upload, reader, lock, checksum, streamed)
 
-    async def _stream(
-        self,
-        upload: Upload,
-        reader: BodyReader,
-        lock: Lock,
-        checksum: Checksum | None,
-        on_commit: Callable[[Upload], Awaitable[None]] | None,
-    ) -> Streamed:
-        """Step 1: the body's chunks to the data store, committing on the way; why it stopped."""
-        loop = asyncio.get_running_loop()
-        room = self.room(upload.offset, upload.bound)
-        writer = self.data.writer(upload.id, upload.offset, checksum[0] if checksum else None)
-        current = upload
-        next_commit = loop.time() + COMMIT_INTERVAL
-        next_progress = loop.time() + self.config.progress_interval if self.hooks.wants(POST_RECEIVE) else None
-        stop: Stop | None = None
-        self.readers.add(reader)
-        self.metrics.active_uploads.inc()
-        if self.shutting_down:
-            reader.interrupt(p.ERR_SERVER_SHUTDOWN())
-        try:
-            async for chunk in reader:
-                if room is not None and writer.position - upload.offset + len(chunk) > room:
-                    stop = Stop.OVERFLOW
-                    break
-                if not lock.valid():
-                    stop = Stop.LOCK_LOST
-                    break
-                await writer.write(chunk)
-                if writer.error is not None:
-                    break
-                if checksum is None and loop.time() >= next_commit:
-                    current = await self._commit(current, await writer.checkpoint(), lock)
-                    next_commit = loop.time() + COMMIT_INTERVAL
-                    if on_commit is not None:
-                        await on_commit(current)
-                if next_progress is not None and loop.time() >= next_progress:
-                    self.hooks.post_receive(current.replace(offset=writer.position))
-                    next_progress = loop.time() + self.config.progress_interval
-        finally:
-            self.readers.discard(reader)
-            self.metrics.active_uploads.dec()
-            written = await writer.finish()
-            self.metrics.bytes_received.inc(max(writer.position - upload.offset, 0))
-        if stop is None:
-            stop = why_stopped(reader, writer, lock)
-        return Streamed(stop, written, current, writer.error)
-
-    async def _settle(
-        self, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: Streamed
-    ) -> WriteResult:
-        """Step 2: decide what of the streamed bytes counts, commit it, finish the upload if it is complete."""
-        stop, written, current = streamed.stop, streamed.written, streamed.current
-        if stop is Stop.OVERFLOW:
-            error = p.ERR_UPLOAD_SIZE_EXCEEDED() if upload.bound is not None else p.ERR_MAX_SIZE_EXCEEDED()
-            return WriteResult(current, stop, error, close=True)
-        if stop is Stop.LOCK_LOST:
-            return WriteResult(current, stop, p.ERR_LOCK_LOST(), close=True)
-        if checksum is not None:
-            if stop is not Stop.COMPLETE:  # nothing partial can match
-                return WriteResult(current, stop, stop_error(stop, reader, streamed), close=True)
-            hasher, expected = checksum
-            if hasher.digest() != expected:
-                return WriteResult(current, Stop.CHECKSUM_MISMATCH, p.ERR_CHECKSUM_MISMATCH())
-        if upload.length is not None and written == upload.length:
-            try:  # before the commit: a rejected upload does not become finished
-                await self.hooks.pre_finish(current.replace(offset=written, state=FINISHED))
-            except p.TusError as error:
-                return WriteResult(current, Stop.FINISH_REFUSED, error)
-        current = await self._commit(current, written, lock)
-        if written > upload.offset:
-            self.hooks.post_receive(current)
-        if current.finished:
-            # A commit of this call finished it, and took the claim with it (`_commit`).
-            await self.finish(current, claimed=not upload.finished)
-        if stop is Stop.COMPLETE:
-            return WriteResult(current, stop)
-        close = not reader.complete if stop is Stop.STORAGE_FAILED else True
-        return WriteResult(current, stop, stop_error(stop, reader, streamed), close=close)
-
-    async def _commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
-        """Move the committed offset up to `written` (compare-and-set) and slide the expiry.
+    async def commit(self, upload: Upload, written: int, lock: Lock) -> Upload:
+        """The write path's commit (`writes.py`): move the committed offset up to `written` (compare-and-set) and slide the expiry.
 
         The lock's fence goes along: a lease that lapsed, however briefly, commits nothing."""
         if written <= upload.offset:
@@ -378,14 +309,15 @@ class UploadEngine:
         return upload
 
     async def finish(self, upload: Upload, *, claimed: bool = False) -> None:
-        """The upload just became complete: drop bytes past its length, then tell whoever listens.
+        """The upload just became complete: complete its data, then tell whoever listens.
 
         A partial upload is no finished file (CC-07): only final uploads waiting on it
         hear of it, once our caller has let go of its lock. `claimed`: the commit that
-        finished the upload recorded the FINISH_ANNOUNCED claim already.
+        finished the upload recorded the FINISH_ANNOUNCED claim already. If this
+        instance dies before the data is completed, `readable` completes it later.
         """
-        if upload.length is not None and self._trims:
-            await cast(RandomAccessDataStore, self.data).finish(upload.id, upload.length)
+        if upload.length is not None and self._completes:
+            await cast(CompletingDataStore, self.data).finish(upload.id, upload.length)
         if upload.partial:
             if self.concat is not None:
                 self.concat.part_changed_soon(upload.id)
@@ -396,6 +328,22 @@ class UploadEngine:
         await self.hooks.post_finish(upload)  # waits only while the hooks' queue of outcomes is full
         for callback in self.on_finish:
             await callback(upload)
+
+    async def readable(self, upload: Upload, *, completing: bool = False) -> None:
+        """Before the bytes of `upload` are read (GET, the draft's digests).
+
+        On a store that reads finished uploads only: 409 for an unfinished one (unless
+        `completing`: the draft checks the digests of an upload it is about to complete),
+        and the data is completed at the committed offset first, which changes nothing
+        when it was (idempotent), and repairs an upload whose instance died between the
+        commit that finished it and the completion (`finish`).
+        """
+        if self.capabilities.reads_unfinished:
+            return
+        if not (upload.finished or completing):
+            raise p.ERR_NOT_FINISHED()
+        if self._completes:
+            await cast(CompletingDataStore, self.data).finish(upload.id, upload.offset)
 
     async def terminate(self, upload: Upload) -> None:
         """Forget the upload and its bytes; the caller holds its lock (and asked pre-terminate)."""
@@ -414,3 +362,4 @@ class UploadEngine:
         self.shutting_down = True
         for reader in list(self.readers):
             reader.interrupt(p.ERR_SERVER_SHUTDOWN(Retry_After="1"))
+

@@ -14,12 +14,19 @@ import logging
 from tusd_py import protocol as p
 from tusd_py.locks.base import LockLost, LockTimeout
 from tusd_py.state.base import StateUnavailable
+from tusd_py.storage.base import DataNotFound, DataTooLarge
 
 logger = logging.getLogger("tusd_py")
 
 
 def storage_error(error: OSError) -> p.TusError:
-    """A data store's OSError: 507 when the disk is full, else 503; both resumable later."""
+    """A data store's OSError: 404 for data that is not there, 413 for an upload too large
+    for the store, 507 when the disk is full, else 503 (resumable later)."""
+    if isinstance(error, DataNotFound):
+        logger.warning("data not found: %s", error)
+        return p.ERR_DATA_NOT_FOUND()
+    if isinstance(error, DataTooLarge):
+        return p.ERR_DATA_TOO_LARGE()
     logger.error("storage error: %s", error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return p.ERR_STORAGE_FULL(Retry_After="5")

@@ -153,10 +153,10 @@ class TusHandler:
         # Checked (each part through the authorize hook first), not yet stored: pre-create sees
         # the final upload as it will be (is_final, its parts, its length), for ownership and quotas.
         upload = await engine.concat.new_final(concat, metadata_header)
-        changed = await engine.hooks.pre_create(upload)  # it may change the metadata, not the id
+        changed, choice = await engine.hooks.pre_create_data(upload)  # it may change the metadata and the key, not the id
         if changed.id != upload.id:
             raise p.ERR_HOOK_FAILED("the pre-create hook cannot choose the id of a final upload")
-        upload = await engine.concat.store_final(upload.replace(metadata=changed.metadata))
+        upload = await engine.concat.store_final(upload.replace(metadata=changed.metadata), choice)
         engine.metrics.uploads_created.inc()
         engine.hooks.post_create(upload)
         location = upload_url(request, self.config, upload.id)
@@ -301,4 +301,5 @@ class TusHandler:
 
     async def get(self, request: Request, version: int) -> Response:
         upload = await self.engine.load(request.path_params["upload_id"])
+        await self.engine.readable(upload)  # 409 for an unfinished upload on a store that reads finished ones only
         return download_response(request, upload, cast(ReadableDataStore, self.engine.data))  # GET is there only then

@@ -264,6 +264,7 @@ class IetfHandler:
         a GET is offset retrieval like HEAD (#3467), with the same fields and `no-store`."""
         upload = await self.engine.load(request.path_params["upload_id"])
         ietf.check_representable(upload)
+        await self.engine.readable(upload)
         response = download_response(request, upload, self.data)
         response.headers.update(self._answer_headers(upload, version))
         if version >= 9:
@@ -338,6 +339,8 @@ class IetfHandler:
             expected = ietf.parse_repr_digest(sent)
         want = upload.want_repr_digest or ietf.want_repr_digest(request.headers)
         algorithms = set(expected) | ({want} if want else set())
+        if algorithms:  # the bytes as they will be: an object store completes them first
+            await self.engine.readable(upload, completing=True)
         computed = await self.digests.compute(upload, algorithms) if algorithms else {}
         if any(computed[name] != digest for name, digest in expected.items()):
             # The upload failed: nothing is processed (I-33).
@@ -357,6 +360,7 @@ class IetfHandler:
         want = ietf.want_repr_digest(request.headers)
         if want is None or not upload.finished:
             return {}
+        await self.engine.readable(upload)
         return {"Repr-Digest": ietf.format_digests({want: await self.digests.of(upload, want)})}
 
     async def _cancel(

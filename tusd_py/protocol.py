@@ -88,13 +88,16 @@ ERR_UNEXPECTED_EOF = Error(400, "ERR_UNEXPECTED_EOF", "request body ended before
 ERR_INVALID_LENGTH_CHANGE = Error(400, "ERR_INVALID_UPLOAD_LENGTH", "Upload-Length is already set or smaller than the offset")
 ERR_MODIFY_FINAL = Error(403, "ERR_MODIFY_FINAL", "modifying a final upload is not allowed")
 ERR_NOT_FOUND = Error(404, "ERR_UPLOAD_NOT_FOUND", "upload not found")
+ERR_DATA_NOT_FOUND = Error(404, "ERR_UPLOAD_NOT_FOUND", "the upload's data is not in the data store")
 ERR_METHOD_NOT_ALLOWED = Error(405, "ERR_METHOD_NOT_ALLOWED", "method not allowed")
 ERR_MISMATCHED_OFFSET = Error(409, "ERR_MISMATCHED_OFFSET", "Upload-Offset does not match the upload's offset")
+ERR_NOT_FINISHED = Error(409, "ERR_UPLOAD_NOT_FINISHED", "this server serves an upload's bytes once it is finished: resume it first")
 ERR_GONE = Error(410, "ERR_UPLOAD_GONE", "upload expired")
 ERR_MAX_SIZE_EXCEEDED = Error(413, "ERR_MAX_SIZE_EXCEEDED", "maximum size exceeded")
 ERR_UPLOAD_SIZE_EXCEEDED = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "request body exceeds the upload's length")
 ERR_LENGTH_TOO_LARGE = Error(413, "ERR_MAX_SIZE_EXCEEDED", "the length is above the largest this server can store (2^63-1 bytes)")
 ERR_UPLOAD_ALREADY_COMPLETE = Error(413, "ERR_UPLOAD_SIZE_EXCEEDED", "the upload is complete: it takes no more bytes")
+ERR_DATA_TOO_LARGE = Error(413, "ERR_MAX_SIZE_EXCEEDED", "the upload is larger than the data store can hold (an S3 object: 5 TiB in at most 10,000 parts)")
 ERR_RANGE_NOT_SATISFIABLE = Error(416, "ERR_RANGE_NOT_SATISFIABLE", "requested range not satisfiable")
 ERR_UPLOAD_LOCKED = Error(423, "ERR_UPLOAD_LOCKED", "upload is in use by another request, try again")
 ERR_READ_TIMEOUT = Error(408, "ERR_READ_TIMEOUT", "no data received within the network timeout")
@@ -135,6 +138,28 @@ def media_type(headers: Mapping[str, str]) -> str:
 def new_upload_id() -> str:
     """128 random bits as 32 hex characters: unguessable, URL-safe, a safe file name."""
     return secrets.token_hex(16)
+
+
+_MAX_KEY_BYTES = 960  # S3's 1,024 less room for a prefix
+RESERVED_KEY_PREFIX = ".tusd/"  # a data store's own objects (records, incomplete parts)
+
+
+def object_key_problem(key: str) -> str | None:
+    """Why `key` cannot name an upload's object (relative to the store's prefix), or None.
+
+    For keys a pre-create hook chooses: relative, no empty, '.' or '..' segment (it
+    cannot leave the prefix), no control characters, at most 960 bytes, not under
+    the store's own `.tusd/`.
+    """
+    if not key or key.startswith("/") or len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
+        return "an object key must be 1 to 960 bytes and relative to the prefix (no leading '/')"
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        return "an object key must not have empty, '.' or '..' segments"
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or 0xD800 <= ord(char) <= 0xDFFF for char in key):
+        return "an object key must not contain control characters"
+    if key.startswith(RESERVED_KEY_PREFIX):
+        return f"object keys under {RESERVED_KEY_PREFIX!r} are the data store's own"
+    return None
 
 
 def is_valid_id(upload_id: str) -> bool:

@@ -150,7 +150,10 @@ class HookResponse:
 
     `reject` (any blocking event) refuses, with `status` (400..599), `message` and
     `headers` for the response. `id` and `metadata` (pre-create only) replace the
-    upload's id and metadata.
+    upload's id and metadata. `storage` (pre-create only, as tusd's
+    `ChangeFileInfo.Storage`): where the data store puts the upload's bytes,
+    `{"key": "<object key relative to the store's prefix>", "metadata": {...}}`
+    (extra object metadata), both optional; a file store ignores it.
     """
 
     reject: bool = False
@@ -159,6 +162,7 @@ class HookResponse:
     headers: dict[str, str] = field(default_factory=dict)
     id: str | None = None
     metadata: dict[str, str] | None = None
+    storage: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, value: object) -> HookResponse | None:
@@ -177,7 +181,7 @@ class HookResponse:
             value = asdict(value)
         if not isinstance(value, Mapping):
             raise HookFailed(f"a hook answered with {type(value).__name__}, not an object")
-        unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata"}
+        unknown = set(value) - {"reject", "status", "message", "headers", "id", "metadata", "storage"}
         if unknown:
             raise HookFailed(f"unknown fields in a hook's answer: {', '.join(sorted(map(str, unknown)))[:200]}")
         if not isinstance(value.get("reject", False), bool):
@@ -198,6 +202,7 @@ class HookResponse:
         for name in ("message", "id"):
             if value.get(name) is not None and not isinstance(value[name], str):
                 raise HookFailed(f"a hook's {name} must be a string")
+        storage = _check_storage(value.get("storage"))
         return cls(
             reject=bool(value.get("reject", False)),
             status=status,
@@ -205,7 +210,41 @@ class HookResponse:
             headers=dict(headers),
             id=value.get("id"),
             metadata=dict(metadata) if metadata is not None else None,
+            storage=storage,
         )
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """What the pre-create hook chose for the upload's data (`HookResponse.storage`)."""
+
+    key: str | None = None  # the object key, relative to the data store's prefix
+    metadata: dict[str, str] = field(default_factory=dict)  # extra object metadata
+
+
+def _check_storage(storage: object) -> dict[str, Any] | None:
+    """A hook's `storage` answer, or HookFailed (502): only `key` (a relative object key that
+    stays inside the prefix, `protocol.object_key_problem`) and `metadata` (strings)."""
+    if storage is None:
+        return None
+    if not isinstance(storage, Mapping):
+        raise HookFailed("a hook's storage must be an object")
+    unknown = set(storage) - {"key", "metadata"}
+    if unknown:
+        raise HookFailed(f"unknown fields in a hook's storage: {', '.join(sorted(map(str, unknown)))[:200]}")
+    key = storage.get("key")
+    if key is not None:
+        if not isinstance(key, str):
+            raise HookFailed("a hook's storage key must be a string")
+        problem = p.object_key_problem(key)
+        if problem is not None:
+            raise HookFailed(f"a hook's storage key {key[:100]!r}: {problem}")
+    metadata = storage.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise HookFailed("a hook's storage metadata must map strings to strings")
+    return {"key": key, "metadata": dict(metadata or {})}
 
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
@@ -378,8 +417,12 @@ class Hooks:
 
     async def pre_create(self, upload: Upload) -> Upload:
         """May reject the creation, or return the upload with another id or metadata."""
+        return (await self.pre_create_data(upload))[0]
+
+    async def pre_create_data(self, upload: Upload) -> tuple[Upload, DataChoice]:
+        """`pre_create`, and where the hook wants the upload's data (`DataChoice`)."""
         if not self._wanted[PRE_CREATE]:
-            return upload
+            return upload, DataChoice()
         response = await self._blocking(self.event(PRE_CREATE, upload))
         if response.id is not None:
             if not p.is_valid_id(response.id):
@@ -394,7 +437,8 @@ class Hooks:
                 self._log_failure(PRE_CREATE, "pre-create", "invalid metadata keys")
                 raise p.ERR_HOOK_FAILED("the pre-create hook answered with invalid metadata") from None
             upload = upload.replace(metadata=encoded or None)
-        return upload
+        storage = response.storage or {}
+        return upload, DataChoice(storage.get("key"), storage.get("metadata") or {})
 
     async def pre_finish(self, upload: Upload) -> None:
         """The upload is about to complete (all bytes on disk, not yet committed)."""
@@ -439,6 +483,8 @@ class Hooks:
                 merged.id = response.id
             if response.metadata is not None:
                 merged.metadata = response.metadata
+            if response.storage is not None:
+                merged.storage = response.storage
         return merged
 
     # -- notifications -------------------------------------------------------------

@@ -26,7 +26,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
 
 from tusd_py.checksum import Hasher
 
@@ -319,7 +319,9 @@ class FileWriter:
                 self._error = exc
         return self.written
 
-    async def finish(self) -> int:
+    async def finish(self, *, verified: bool = True) -> int:
+        # Unverified bytes past the committed offset are never committed: the next writer
+        # starts at that offset, and completion trims the rest (`FileStore.finish`).
         try:
             await self._submit()
             await self._wait_pending()
@@ -357,6 +359,7 @@ class FileStore:
     """Upload data as plain files named by upload id (ids cannot contain '.' or '/')."""
 
     name = "files"
+    reads_unfinished = True  # committed bytes are in the file as they are committed
 
     def __init__(
         self, directory: Path, *, fsync: bool = False, batch_size: int = 1024 * 1024, threads: int = 8, direct: bool = False
@@ -378,12 +381,22 @@ class FileStore:
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def create(self, upload_id: str) -> None:
+    async def create(
+        self,
+        upload_id: str,
+        length: int | None = None,
+        *,
+        max_size: int | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        # A file needs none of what the contract offers at creation: its name is the id.
         # On the loop: making an empty file costs less than the hop to a worker thread
         # and back (small uploads are mostly such hops otherwise; docs/performance.md).
         os.close(os.open(self._file(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
 
-    def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None) -> FileWriter:
+    def writer(self, upload_id: str, offset: int, hasher: Hasher | None = None, *, length: int | None = None) -> FileWriter:
         return FileWriter(
             self._file(upload_id), offset, hasher, self.executor, fsync=self.fsync, batch_size=self.batch_size, direct=self.direct
         )
@@ -402,6 +415,7 @@ class FileStore:
             os.close(fd)
 
     async def finish(self, upload_id: str, length: int) -> None:
+        """Completion (`CompletingDataStore`): drop bytes a writer put past `length`; idempotent."""
         path = self._file(upload_id)
         if os.stat(path).st_size > length:  # a stat on the loop; freeing blocks on a worker thread
             await self._io(os.truncate, path, length)

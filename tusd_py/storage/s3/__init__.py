@@ -1,71 +1,47 @@
-"""The S3 data store: each upload one object in an S3-compatible bucket (store only, not yet served).
+"""The S3 data store: each upload one object in an S3-compatible bucket (`--s3-bucket`).
 
 Modules, one job each: `options` (settings, the client), `errors` (the three
 exceptions and the mapping from S3's), `partsize` (the part size rule), `keys`
 (where objects live), `bucket` (every S3 call), `writer` (a body into parts),
 `concat` (final uploads), `store` (the upload's life; the adapter to the
-contract of `storage.base`).
+contract of `storage.base`), `startup` (the start-up check).
 
-Against the engine redesign (issue 14) the store already fits the core
-`DataStore` (create, writer, delete, writable; `name` "s3"), its `Writer`
-(`position`, `written` = what S3 acknowledged, `checkpoint`, `finish`, `error`),
-and the capabilities `ReadableDataStore` and `ConcatenatingDataStore`; the
-contract's append-only writes (every writer opened at the committed offset,
-nothing overwritten past it) are what an object store needs. mypy checks that
-at the end of `store.py`. What the engine must still give it for the wiring
-step (the handlers and the engine are unchanged until then):
+How it fits the contract of `storage.base` (mypy checks it at the end of
+`store.py`), and what the engine gives it:
+1. Creation: `create(upload_id, length, max_size=, key=, content_type=,
+   metadata=)`. The part size is fixed here, from the length or, deferred,
+   `--max-size`; an upload S3 cannot hold (5 TiB, 10,000 parts) is
+   `UploadTooLarge` (413) before anything exists, and the engine drops the
+   record. `content_type` is the safe `filetype` (as `download.py` decides),
+   `key` and `metadata` the pre-create hook's `storage` answer, checked by the
+   hooks (`protocol.object_key_problem`, else 502); final uploads too.
+2. Writing: the engine opens `writer(upload_id, offset, hasher, length=)`, so a
+   short last part is sent as the last part rather than kept as the incomplete
+   part and copied in at completion.
+3. Checksums before durability: with a hasher the writer holds full parts back
+   in temporary files; the engine compares the digest first and calls
+   `finish(verified=...)`: a mismatch sends nothing, so no part is left behind.
+4. Completion (`CompletingDataStore.finish`): CompleteMultipartUpload, for
+   empty uploads, deferred lengths, the draft's completion and assembled finals
+   alike; idempotent, and free for uploads this process completed. The engine
+   calls it again before every read of a finished upload (`UploadEngine.readable`),
+   which completes an upload whose instance died between the commit that
+   finished it and the completion.
+5. Errors: `UploadNotFound` is the contract's `DataNotFound` (404),
+   `UploadTooLarge` its `DataTooLarge` (413), `StorageUnavailable` an OSError
+   (503 with Retry-After): nothing from botocore leaves the package.
+6. Reads: `reads_unfinished` is False: GET of an unfinished upload is 409
+   (`ERR_UPLOAD_NOT_FINISHED`); the draft's digests of a complete upload are
+   read from the object (completed first). `describe` gives ETag /
+   Last-Modified / Content-Type. Concatenation copies parts of 5 MiB and more
+   (UploadPartCopy), else streams them, and completes the final object.
+7. Serving (`storage.open_data_store`, `app.py`, `sweeper.py`): `start()` then
+   `check_bucket()` at start-up, `close()` at shutdown, `writable()` for
+   readiness; the sweeper deletes expired uploads and aborts `orphans(age)`.
 
-1. Creation: `engine.create` and `Concatenator.store_final` call
-   `create(upload_id)` only. The store wants `create(upload_id, length,
-   max_size=..., key=..., content_type=..., metadata=...)`: the length (or,
-   deferred, `--max-size`) at creation, because the part size is fixed then;
-   the object key and metadata from the pre-create hook and the Content-Type
-   from safe `filetype` metadata. It raises `UploadTooLarge` before anything
-   exists. Without them it uses the preferred part size (and so at most
-   10,000 of it) and the upload id as the key.
-2. The length at writing: `engine._stream` opens `writer(upload_id, offset,
-   hasher)`; the store takes `length=` too, so a last part under 5 MiB is sent
-   as the last part instead of kept as the incomplete part and copied in by
-   `finish`.
-3. Checksums before durability: with a hasher the writer holds the body back
-   (temporary files) until `finish(verified=digest_matched)`; `verified=False`
-   sends nothing. `engine._stream` calls `writer.finish()` (so verified=True)
-   before `_settle` compares the digest: a mismatch then commits nothing but
-   leaves the held parts in the multipart upload. The engine must compare
-   first and pass the verdict (an optional capability of the writer, e.g.
-   `VerifyingWriter.finish(verified=)`). Mid-body checkpoints are already
-   skipped while a checksum is pending.
-4. Completion: `engine.finish` calls `finish(upload_id, length)` only on a
-   `RandomAccessDataStore` (`_trims`, "drop bytes past the length"). This
-   store matches that protocol by shape and needs the same call, with another
-   meaning (CompleteMultipartUpload, also for empty uploads, deferred lengths
-   and assembled finals): the contract should name completion as its own
-   capability. Nothing calls it again when an instance dies between the
-   commit that finished an upload and the completion: the sweeper or a GET of
-   a finished upload whose object is missing must (the call is idempotent).
-5. Errors: `errors.to_tus_error` turns every OSError into 503/507
-   (`storage_error`); `UploadNotFound` must become 404 and `UploadTooLarge`
-   413 (rows of the table in `protocol.py`), `StorageUnavailable` stays 503
-   with Retry-After.
-6. Reads: `read` serves finished uploads only (an unfinished object does
-   not exist yet). `ReadableDataStore` also feeds GET of unfinished uploads
-   (`download.py`) and the draft's digests: the capability must say
-   "finished only", or GET answer a clear 4xx for unfinished S3 uploads.
-   `describe` gives ETag / Last-Modified / Content-Type for the GET's
-   validators. Concatenation: `concatenate` after `create(final_id)` (the
-   total length when known) completes the final object, so the engine's
-   later `finish` finds it done.
-7. The sweeper calls only `delete`; it must also call `orphans(age)` /
-   `abort_orphan(...)` for multipart uploads the state no longer knows.
-   Start-up calls `start()` then `check_bucket()` (exit with its message),
-   shutdown `close()`; readiness uses `writable()`.
-8. Settings: an `S3Options` from the configuration (`config.py` `setting`:
-   bucket, endpoint, region, prefix, part size, path style, request checksums,
-   concurrency, timeouts, `temp_dir` for bodies waiting on their checksum:
-   under `--dir`), and `--s3-bucket` choosing this store.
-9. Optional: keep the `Handle` (object key, multipart id, part size) in the
-   upload's state record and pass it back, saving the `.info` GET on a cold
-   instance (today the store caches it per process).
+Not done: keeping the `Handle` (object key, multipart id, part size) in the
+upload's state record, which would save the `.info` GET on an instance that
+has not seen the upload (today the store caches handles per process).
 """
 
 from tusd_py.storage.s3.bucket import Handle, Pending, Stored

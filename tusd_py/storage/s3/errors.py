@@ -3,7 +3,8 @@
 The engine answers a request from these alone: `StorageUnavailable` is a 503
 with Retry-After (the service is down, slow, throttling, or refuses our
 credentials: nothing the client can fix), `UploadNotFound` a 404 and
-`UploadTooLarge` a 413. Nothing from botocore or aiohttp leaves this package.
+`UploadTooLarge` a 413 (as the contract's `DataNotFound` and `DataTooLarge`,
+mapped in `tusd_py/errors.py`). Nothing from botocore or aiohttp leaves this package.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+
+from tusd_py.storage.base import DataNotFound, DataTooLarge
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchUpload", "NotFound", "404"}
 _TOO_LARGE = {"EntityTooLarge"}
@@ -30,11 +33,11 @@ class StorageUnavailable(S3StoreError):
     """S3 did not answer in time, answered with an error, or refused us: retry later."""
 
 
-class UploadNotFound(S3StoreError):
+class UploadNotFound(S3StoreError, DataNotFound):
     """The upload's objects are not (or no longer) in the bucket."""
 
 
-class UploadTooLarge(S3StoreError):
+class UploadTooLarge(S3StoreError, DataTooLarge):
     """The upload cannot be stored as one S3 object (5 TiB, 10,000 parts)."""
 
 

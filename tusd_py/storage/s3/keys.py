@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 
-INTERNAL = ".tusd/"
+from tusd_py.protocol import RESERVED_KEY_PREFIX, object_key_problem
+
+INTERNAL = RESERVED_KEY_PREFIX
 _ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-_MAX_KEY_BYTES = 1024
 
 
 def check_id(upload_id: str) -> str:
@@ -29,15 +31,11 @@ def check_id(upload_id: str) -> str:
 
 
 def check_key(key: str) -> str:
-    """A hook-chosen object key (relative to the prefix), or ValueError saying why not."""
-    if not key or key.startswith("/") or len(key.encode()) > _MAX_KEY_BYTES - 64:
-        raise ValueError("an object key must be 1 to 960 bytes and relative to the prefix")
-    if any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise ValueError("an object key must not have empty, '.' or '..' segments")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
-        raise ValueError("an object key must not contain control characters")
-    if key.startswith(INTERNAL):
-        raise ValueError(f"object keys under {INTERNAL!r} are the store's own")
+    """A hook-chosen object key (relative to the prefix), or ValueError saying why not
+    (the hooks refuse such keys first, with a 502: `protocol.object_key_problem`)."""
+    problem = object_key_problem(key)
+    if problem is not None:
+        raise ValueError(problem)
     return key
 
 
@@ -62,7 +60,7 @@ def default_owner(prefix: str, key: str) -> str | None:
 _UNSAFE_META = re.compile(r"[^\x20-\x7E]")
 
 
-def safe_metadata(metadata: dict[str, str]) -> dict[str, str]:
+def safe_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     """Object metadata S3 can carry: printable ASCII, as tusd's s3store does ('?' for the rest)."""
     safe: dict[str, str] = {}
     for name, value in metadata.items():

@@ -5,10 +5,10 @@ bodies into it and `concat.concatenate` assembles final uploads. This module
 holds the upload's life around that: create (the multipart upload and the
 `.info` record), finish (CompleteMultipartUpload), read, delete, the sweeper's
 orphan listing and the start-up bucket check. Of the capabilities it has
-`ReadableDataStore` (finished uploads only) and `ConcatenatingDataStore`, and
-its `finish(upload_id, length)` is the call the engine makes at completion
-(today under `RandomAccessDataStore`'s name); it has no random-access writes.
-See the package docstring for what the engine must give it beyond that contract.
+`ReadableDataStore` (finished uploads only: `reads_unfinished` False),
+`ConcatenatingDataStore` and `CompletingDataStore` (`finish`, idempotent and
+cheap when done: the engine calls it again before reads of a finished upload,
+which repairs one whose instance died before completing it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import datetime
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tusd_py.checksum import Hasher
 from tusd_py.storage.s3 import concat
@@ -48,6 +48,7 @@ _HANDLES_KEPT = 4096  # records cached per process; each is a few hundred bytes
 
 class S3Store:
     name = "s3"
+    reads_unfinished = False  # the object exists once its multipart upload is completed
 
     def __init__(self, options: S3Options) -> None:
         self.options = options
@@ -58,6 +59,7 @@ class S3Store:
         self._buffers = PartBuffers(options.max_in_flight * options.part_size)
         self._handles: collections.OrderedDict[str, Handle] = collections.OrderedDict()
         self._sent: dict[str, dict[int, str]] = {}  # upload id -> ETags of the parts this process sent last
+        self._completed: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> length, completed here
         self._writable = True
 
     # -- lifecycle -----------------------------------------------------------
@@ -136,7 +138,7 @@ class S3Store:
         max_size: int | None = None,
         key: str | None = None,
         content_type: str | None = None,
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Start the upload's multipart upload and write its record.
 
@@ -187,8 +189,17 @@ class S3Store:
 
         A last part still in the incomplete part object (a deferred length) is
         copied into place inside S3 first. Idempotent: an upload completed
-        before (a retry after a crash) is left as it is when its size matches.
+        before (a retry after a crash) is left as it is when its size matches;
+        one completed by this process costs no S3 call.
         """
+        if self._completed.get(upload_id) == length:
+            return
+        await self._complete(upload_id, length)
+        self._completed[upload_id] = length
+        while len(self._completed) > _HANDLES_KEPT:
+            self._completed.popitem(last=False)
+
+    async def _complete(self, upload_id: str, length: int) -> None:
         handle = await self.handle(upload_id)
         size = handle.part_size
         count = part_count(length, size)
@@ -231,6 +242,7 @@ class S3Store:
         await asyncio.gather(*(self._guard(self.bucket.delete(key)) for key in keys))
         self._handles.pop(upload_id, None)
         self._sent.pop(upload_id, None)
+        self._completed.pop(upload_id, None)
 
     async def concatenate(self, final_id: str, parts: list[tuple[str, int]]) -> None:
         """The final upload's object := the parts' bytes in order (see `concat`)."""
@@ -342,11 +354,11 @@ class AdapterWriter:
 
 
 if TYPE_CHECKING:  # the adapter fits the core and the capabilities it declares (mypy checks these lines)
-    from tusd_py.storage.base import ConcatenatingDataStore, DataStore, RandomAccessDataStore, ReadableDataStore, Writer
+    from tusd_py.storage.base import CompletingDataStore, ConcatenatingDataStore, DataStore, ReadableDataStore, Writer
 
     _s3 = S3Store(S3Options(bucket="-"))
     _store: DataStore = _s3
     _writer: Writer = _store.writer("-", 0)
     _readable: ReadableDataStore = _s3
     _concatenating: ConcatenatingDataStore = _s3
-    _completing: RandomAccessDataStore = _s3  # the engine's completion call; see the package docstring, point 4
+    _completing: CompletingDataStore = _s3
