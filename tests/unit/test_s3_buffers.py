@@ -1,4 +1,5 @@
-"""The S3 store's part buffers: reused from part to part, never while a connection may still read one.
+"""The S3 store's parts in memory: buffers reused from part to part (never while a connection may
+still read one), sent as views, without copies and without a thread per piece.
 
 moto (ThreadedMotoServer on 127.0.0.1) behind the fault proxy of test_s3_faults,
 whose fixtures and helpers these tests share.
@@ -6,7 +7,9 @@ whose fixtures and helpers these tests share.
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -97,3 +100,26 @@ def test_a_part_s3_acknowledged_only_after_a_retry_never_gives_its_buffer_back(p
 
     run(proxy.endpoint, body)
     assert proxy.failed == 1
+
+
+def test_parts_are_sent_from_the_event_loop_without_a_thread_per_piece(proxy: FaultProxy) -> None:
+    """aiohttp's own stream payload would read each 256 KiB of a part in an executor thread."""
+    payload = bytes(range(256)) * (2 * PART // 256) + b"end"
+    handed: list[str] = []
+
+    async def body(store: S3Store) -> None:
+        loop = asyncio.get_running_loop()
+        run_in_executor = loop.run_in_executor
+
+        def counting(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+            handed.append(getattr(func, "__qualname__", repr(func)))
+            return run_in_executor(executor, func, *args)
+
+        loop.run_in_executor = counting  # type: ignore[method-assign]
+        await store.create("loop1", len(payload))
+        assert await write(store, "loop1", payload, len(payload)) == (len(payload), None)
+        await store.finish("loop1", len(payload))
+        assert b"".join([c async for c in store.read("loop1", 0, len(payload))]) == payload
+
+    run(proxy.endpoint, body)
+    assert [name for name in handed if "Payload" in name] == []

@@ -14,6 +14,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp import payload as aiohttp_payload
+from aiohttp.abc import AbstractStreamWriter
+
 from tusd_py.storage.s3.errors import StorageUnavailable, UploadNotFound, mapped
 from tusd_py.storage.s3.keys import incomplete_key, info_key
 
@@ -113,6 +116,45 @@ class PartBody(io.RawIOBase):
 
     def __len__(self) -> int:
         return len(self._view)
+
+
+class PartPayload(aiohttp_payload.Payload):
+    """How aiohttp sends a `PartBody`: its views written from the event loop, 1 MiB at a time.
+
+    aiohttp's own payload for a stream (`IOBasePayload`) reads every 256 KiB in a
+    thread of the default executor: 32 thread hand-overs per 8 MiB part, 6% of the
+    server's busy time on the S3 path in a profile, and each hand-over waits for a
+    thread to be scheduled, which on a loaded machine delays every part. The bytes
+    are in memory already: nothing here blocks. Registered below for `PartBody`
+    only (aiobotocore hands aiohttp the body in a transparent proxy, which the
+    registry's isinstance check sees through).
+    """
+
+    PIECE = 1024 * 1024
+
+    def __init__(self, value: PartBody, *args: Any, **kwargs: Any) -> None:
+        super().__init__(value, *args, **kwargs)
+        self._size = len(value) - value.tell()
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a part's bytes are not text")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        body: PartBody = self._value
+        remaining = content_length
+        while remaining is None or remaining > 0:
+            piece = body.read(self.PIECE if remaining is None else min(self.PIECE, remaining))
+            if not piece:
+                return
+            await writer.write(piece)  # waits for the socket when aiohttp's buffer is full
+            if remaining is not None:
+                remaining -= len(piece)
+
+
+aiohttp_payload.PAYLOAD_REGISTRY.register(PartPayload, PartBody, order=aiohttp_payload.Order.try_first)
 
 
 class Bucket:
