@@ -747,6 +747,14 @@ def report(results: list[Result], servers: list[str], loads: dict[str, Workload]
     for name, load in loads.items():
         cells = [f"{max(r.rss_mib for r in by[(name, s)]):.0f}" if (name, s) in by else "-" for s in servers]
         lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
+    lines += ["", "Server CPU seconds per GiB received (median; for the S3 ceiling: its own, as the client):", ""]
+    lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
+    lines.append("|---|" + "---:|" * len(servers))
+    for name, load in loads.items():
+        if load.per_mb:
+            cells = [f"{statistics.median(r.server_cpu * 2**30 / (r.figure * 1e6) for r in by[(name, s)]):.2f}"
+                     if (name, s) in by else "-" for s in servers]
+            lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
     lines += ["", "CPU, cores busy on average during the run (median), server / client (/ SeaweedFS, on S3):", ""]
     lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
     lines.append("|---|" + "---:|" * len(servers))
