@@ -353,7 +353,7 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class Upload:
-    path: str  # /files/<id> (for the ceiling: raw-<n>, its object key)
+    path: str  # /files/<id>
     length: int
     digests: Digests
 
