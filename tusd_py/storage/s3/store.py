@@ -27,6 +27,7 @@ from tusd_py.checksum import Hasher
 from tusd_py.storage.base import Described
 from tusd_py.storage.s3 import concat
 from tusd_py.storage.s3.bucket import Bucket, Handle, Part, Pending
+from tusd_py.storage.s3.buffers import PartBuffers
 from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadNotFound
 from tusd_py.storage.s3.keys import (
     INTERNAL,
@@ -56,6 +57,7 @@ class S3Store:
         self._client_cm: Any = None
         self._bucket: Bucket | None = None
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
+        self._buffers = PartBuffers(options.max_in_flight * options.part_size)
         self._handles: collections.OrderedDict[str, Handle] = collections.OrderedDict()
         self._sent: dict[str, dict[int, str]] = {}  # upload id -> ETags of the parts this process sent last
         self._completed: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> length, completed here
@@ -170,6 +172,7 @@ class S3Store:
             self.bucket, handle, offset, length=length, hasher=hasher, hold=hold,
             concurrency=self.options.concurrency, in_flight=self._in_flight, temp_dir=self.options.temp_dir,
             etags=self._sent.setdefault(handle.upload_id, {}),  # at completion, what this process sent wins
+            buffers=self._buffers,
         )
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:

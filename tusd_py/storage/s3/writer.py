@@ -7,7 +7,9 @@ most one part, and prepended). Each part that fills is handed to an upload task
 and the next one is read meanwhile: at most `concurrency` of this writer's and
 `max_in_flight` of the whole store's parts are in flight, each one part in
 memory, so memory per upload is bounded by (1 + concurrency) parts whatever the
-body's size (`bucket.PartBody` keeps the HTTP client from copying a part). A failed part is retried by botocore's backoff; if it still fails,
+body's size (`bucket.PartBody` keeps the HTTP client from copying a part). A
+part is filled by copying the body's chunks into a buffer of `buffers.PartBuffers`
+(one copy per byte, into pages used before). A failed part is retried by botocore's backoff; if it still fails,
 writing stops and `finish` reports what is durable.
 
 `written` (the durable offset) moves only over parts S3 has acknowledged, in
@@ -38,6 +40,7 @@ from typing import IO
 
 from tusd_py.checksum import Hasher
 from tusd_py.storage.s3.bucket import Bucket, Handle
+from tusd_py.storage.s3.buffers import PartBuffers
 from tusd_py.storage.s3.errors import S3StoreError, StorageUnavailable, UploadTooLarge
 from tusd_py.storage.s3.partsize import MAX_PARTS
 
@@ -58,6 +61,7 @@ class S3Writer:
         in_flight: asyncio.Semaphore,
         temp_dir: str | None = None,
         etags: dict[int, str] | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         self.bucket = bucket
         self.handle = handle
@@ -70,7 +74,8 @@ class S3Writer:
         size = handle.part_size
         self._number = offset // size + 1  # the part being filled
         self._part_start = (self._number - 1) * size
-        self._chunks: list[bytes | memoryview] = []
+        self._buffers = buffers or PartBuffers(0)
+        self._buffer: bytearray | None = None  # the part being filled (taken at its first byte)
         self._filled = 0  # bytes of the part being filled, from _part_start
         self._opened = False
         self._baseline: str | None = None  # the incomplete part's ETag when this writer opened
@@ -101,7 +106,8 @@ class S3Writer:
             raise StorageUnavailable(
                 f"upload {self.handle.upload_id}: the incomplete part holding bytes {self._part_start}-{self._start} is missing"
             )
-        self._chunks = [data]
+        self._buffer = self._buffers.take(self.handle.part_size)
+        self._buffer[:have] = data
         self._filled = have
 
     async def write(self, chunk: bytes) -> None:
@@ -123,7 +129,9 @@ class S3Writer:
                 if self.length is not None:
                     room = min(room, self.length - self._part_start - self._filled)
                 take = view[:room]
-                self._chunks.append(take)
+                if self._buffer is None:
+                    self._buffer = self._buffers.take(size)
+                self._buffer[self._filled:self._filled + len(take)] = take
                 self._filled += len(take)
                 view = view[len(take):]
                 if self._filled == size or (self.length is not None and self._part_start + self._filled == self.length):
@@ -135,35 +143,43 @@ class S3Writer:
         """The part being filled is complete: send it (or hold it) and start the next."""
         if self._number > MAX_PARTS:
             raise UploadTooLarge(f"upload {self.handle.upload_id}: more than {MAX_PARTS} parts")
-        number, data, end = self._number, b"".join(self._chunks), self._part_start + self._filled
-        self._chunks, self._filled = [], 0
+        number, end, length = self._number, self._part_start + self._filled, self._filled
+        buffer = self._buffer
+        assert buffer is not None
+        self._buffer, self._filled = None, 0
         self._number += 1
         self._part_start = end
         if self.hold:
-            self._held.append((number, await asyncio.to_thread(self._spool, data), end))
+            self._held.append((number, await asyncio.to_thread(self._spool, memoryview(buffer)[:length]), end))
+            self._buffers.give(buffer)  # written out: nothing reads it any more
         else:
-            await self._send(number, data, end)
+            await self._send(number, buffer, length, end)
 
-    def _spool(self, data: bytes) -> IO[bytes]:
+    def _spool(self, data: memoryview) -> IO[bytes]:
         file = tempfile.TemporaryFile(dir=self._temp_dir, prefix="tusd-s3-")
         file.write(data)
         return file
 
-    async def _send(self, number: int, data: bytes, end: int) -> None:
-        """Start uploading one part once this writer and the store have room for it."""
+    async def _send(self, number: int, buffer: bytearray, length: int, end: int) -> None:
+        """Start uploading one part (`buffer[:length]`) once this writer and the store have room for it."""
         await self._local.acquire()
         try:
             await self._in_flight.acquire()
         except BaseException:
             self._local.release()
             raise
-        task = asyncio.create_task(self._upload(number, data, end))
+        task = asyncio.create_task(self._upload(number, buffer, length, end))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _upload(self, number: int, data: bytes, end: int) -> None:
+    async def _upload(self, number: int, buffer: bytearray, length: int, end: int) -> None:
         try:
-            self.etags[number] = await self.bucket.upload_part(self.handle, number, data)
+            self.etags[number], retries = await self.bucket.put_part(self.handle, number, memoryview(buffer)[:length])
+            # Acknowledged at the first attempt, the request's bytes were all sent and read: no
+            # connection holds a view of the buffer any more. After a retry an aborted attempt's
+            # connection might, so that buffer is left to the garbage collector, never reused.
+            if retries == 0:
+                self._buffers.give(buffer)
             self._ends[number] = end
             while self._next_durable in self._ends:
                 self.written = max(self.written, self._ends[self._next_durable])
@@ -191,15 +207,16 @@ class S3Writer:
             for number, file, end in self._held:
                 if self._error is not None:
                     break
-                data = await asyncio.to_thread(_read_all, file)
-                await self._send(number, data, end)
+                buffer = self._buffers.take(self.handle.part_size)
+                length = await asyncio.to_thread(_read_into, file, buffer)
+                await self._send(number, buffer, length, end)
             await asyncio.gather(*self._tasks)
-            if self._error is None and self._filled and self._part_start + self._filled > self.written:
+            if self._error is None and self._buffer is not None and self._part_start + self._filled > self.written:
                 if await self.bucket.incomplete_tag(self.handle) != self._baseline:
                     raise StorageUnavailable(
                         f"upload {self.handle.upload_id}: another writer replaced the incomplete part meanwhile; this one's tail is not kept"
                     )
-                tail = b"".join(self._chunks)
+                tail = bytes(memoryview(self._buffer)[:self._filled])
                 await self.bucket.put_incomplete(self.handle, self._part_start, tail)
                 self.written = self._part_start + len(tail)
         except S3StoreError as error:
@@ -209,9 +226,19 @@ class S3Writer:
             for _, file, _ in self._held:
                 file.close()
             self._held.clear()
+            if self._buffer is not None:  # the tail's bytes went out as a copy
+                self._buffers.give(self._buffer)
+                self._buffer, self._filled = None, 0
         return self.written
 
 
-def _read_all(file: IO[bytes]) -> bytes:
+def _read_into(file: IO[bytes], buffer: bytearray) -> int:
+    """A held part's bytes back from its temporary file into `buffer`; how many."""
     file.seek(0, os.SEEK_SET)
-    return file.read()
+    view, length = memoryview(buffer), 0
+    while length < len(buffer):
+        got = file.readinto(view[length:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        length += got
+    return length
