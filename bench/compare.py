@@ -46,7 +46,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rawhttp import Connection, FileConnection  # noqa: E402
+from bench.rawhttp import Connection, FileConnection, read_response  # noqa: E402
 from tests.support import RedisServer, free_port, stop_process, wait_for_port  # noqa: E402
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -298,6 +298,7 @@ class Upload:
     path: str  # /files/<id>
     length: int
     sha256: str
+    latency: float | None = None  # seconds from its POST to its last answer, for the small uploads
 
 
 def _location_path(headers: dict[str, str]) -> str:
@@ -379,14 +380,9 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
         try:
             while queue:
                 index = queue.pop()
-                status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(size)})
-                assert status == 201, (status, headers)
-                path = _location_path(headers)
-                status, headers = await conn.request(
-                    "PATCH", path, {**OCTET, "Upload-Offset": "0"}, _small_body(base, index)
-                )
-                assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
-                done.append((path, index))
+                started = time.perf_counter()
+                path = await _small_upload(conn, size, _small_body(base, index))
+                done.append((path, index, time.perf_counter() - started))
         finally:
             await conn.close()
 
@@ -395,8 +391,92 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
         await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
 
     _run_async(run())
-    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest()) for path, index in done]
+    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest(), latency) for path, index, latency in done]
     return len(uploads), uploads
+
+
+async def _small_upload(conn: Connection, size: int, body: bytes) -> str:
+    """POST + one PATCH of the whole body: one small upload, as Uppy sends it."""
+    status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(size)})
+    assert status == 201, (status, headers)
+    path = _location_path(headers)
+    status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
+    assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
+    return path
+
+
+def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
+    """--held-count uploads held open at once by slow clients, and fresh small uploads meanwhile.
+
+    Every held upload is one PATCH whose body (--held-seconds KiB) comes at 1 KiB/s, the
+    clients' starts spread over the first second. Once all of them are streaming, one fresh
+    small upload (POST + PATCH of --small-kib KiB, a new connection each) runs every 0.1 s
+    until the held ones finish: the latencies reported are those fresh uploads'. Every
+    upload, held or fresh, is verified afterwards. The figure is held uploads per second,
+    which only the clients' pace sets; what matters is the peak RSS and the latencies.
+    """
+    held_size = args.held_seconds * 1024
+    held_base, small_size = os.urandom(held_size), args.small_kib * 1024
+    small_base = os.urandom(small_size)
+    probes: list[tuple[str, int, float]] = []
+
+    async def hold(index: int, streaming: asyncio.Event, counter: list[int]) -> Upload:
+        conn = Connection("127.0.0.1", port)
+        try:
+            status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(held_size)})
+            assert status == 201, (status, headers)
+            path = _location_path(headers)
+            body = _small_body(held_base, index)
+            await asyncio.sleep(random.random())
+            await conn.open()
+            assert conn.reader is not None and conn.writer is not None
+            head = [f"PATCH {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {held_size}"]
+            head += [f"{name}: {value}" for name, value in {**OCTET, "Upload-Offset": "0"}.items()]
+            conn.writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            for start in range(0, held_size, 1024):
+                conn.writer.write(body[start : start + 1024])
+                await conn.writer.drain()
+                if start == 0:
+                    counter[0] += 1
+                    if counter[0] == args.held_count:
+                        streaming.set()
+                if start + 1024 < held_size:
+                    await asyncio.sleep(1.0)
+            status, headers = await read_response(conn.reader, "PATCH")
+            assert status == 204 and headers["upload-offset"] == str(held_size), (status, headers)
+            return Upload(path, held_size, hashlib.sha256(body).hexdigest())
+        finally:
+            await conn.close()
+
+    async def probe(streaming: asyncio.Event, finished: asyncio.Event) -> None:
+        await streaming.wait()
+        index = 0
+        while not finished.is_set():
+            conn = Connection("127.0.0.1", port)
+            try:
+                started = time.perf_counter()
+                path = await _small_upload(conn, small_size, _small_body(small_base, index))
+                probes.append((path, index, time.perf_counter() - started))
+            finally:
+                await conn.close()
+            index += 1
+            await asyncio.sleep(0.1)
+
+    held: list[Upload] = []
+
+    async def run() -> None:
+        streaming, finished, counter = asyncio.Event(), asyncio.Event(), [0]
+        prober = asyncio.ensure_future(probe(streaming, finished))
+        try:
+            held.extend(await asyncio.gather(*(hold(index, streaming, counter) for index in range(args.held_count))))
+        finally:
+            finished.set()
+            streaming.set()  # a prober still waiting (some upload failed) runs one probe and ends
+            await prober
+
+    _run_async(run())
+    fresh = [Upload(path, small_size, hashlib.sha256(_small_body(small_base, index)).hexdigest(), latency) for path, index, latency in probes]
+    return len(held), held + fresh
 
 
 def _run_async(coro) -> None:  # type: ignore[no-untyped-def]
@@ -415,6 +495,8 @@ class Workload:
     unit: str
     run: Callable[[int, Payload, argparse.Namespace], tuple[float, list[Upload]]]
     per_mb: bool  # the figure is MB/s (else items/s)
+    # what the state store holds before the measured server starts (None: nothing)
+    prepare: Callable[[ServerKind, Path, Context, argparse.Namespace], None] | None = None
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Workload]:
@@ -430,8 +512,59 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             small,
             False,
         ),
+        "held-open": Workload(
+            "held-open",
+            f"{args.held_count} uploads held open at 1 KiB/s for {args.held_seconds} s, fresh {args.small_kib} KiB uploads meanwhile",
+            "held/s",
+            held_open,
+            False,
+        ),
+        "prefilled": Workload(
+            "prefilled",
+            f"as small, {args.prefill_count:,} unfinished uploads already in the store",
+            "uploads/s",
+            small,
+            False,
+            prefill,
+        ),
         "parallel": Workload("parallel", f"{args.parallel} parallel uploads of {each} MiB", "MB/s", parallel, True),
     }
+
+
+def prefill(kind: ServerKind, data: Path, ctx: Context, args: argparse.Namespace) -> None:
+    """--prefill-count unfinished uploads (POST only, as clients that never sent a byte) made through
+    a server of the same kind on the same data directory and Redis, stopped before the measured one starts."""
+    server = RunningServer(kind, data, ctx)
+    try:
+        started = time.perf_counter()
+
+        async def worker(queue: list[int]) -> None:
+            conn = Connection("127.0.0.1", server.port)
+            try:
+                while queue:
+                    queue.pop()
+                    status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(args.small_kib * 1024)})
+                    assert status == 201, (status, headers)
+            finally:
+                await conn.close()
+
+        async def run() -> None:
+            queue = list(range(args.prefill_count))
+            await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
+
+        _run_async(run())
+        print(f"  prefilled {kind.name} with {args.prefill_count:,} unfinished uploads in {time.perf_counter() - started:.0f} s", flush=True)
+    finally:
+        server.stop()
+
+
+def percentiles_ms(uploads: list[Upload]) -> tuple[float | None, float | None]:
+    """p50 and p99 of the uploads' latencies (those that have one), in milliseconds."""
+    latencies = [u.latency for u in uploads if u.latency is not None]
+    if len(latencies) < 2:
+        return (latencies[0] * 1000, latencies[0] * 1000) if latencies else (None, None)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
 
 
 def verify(server: RunningServer, uploads: list[Upload]) -> None:
@@ -466,6 +599,9 @@ class Result:
     rss_mib: float
     server_cpu: float  # cores busy on average during the run
     client_cpu: float
+    p50_ms: float | None = None  # latency of the small uploads (POST to the PATCH's answer)
+    p99_ms: float | None = None
+    cpu_ms_per_upload: float | None = None  # server CPU seconds / small uploads, in ms
 
 
 def client_cpu_seconds() -> float:
@@ -478,6 +614,8 @@ def run_one(kind: ServerKind, workload: Workload, payload: Payload, work: Path, 
     data.mkdir(parents=True)
     if kind.uses_redis:
         _flush_redis(ctx.redis_url)
+    if workload.prepare is not None:
+        workload.prepare(kind, data, ctx, args)
     # Every run starts with no dirty pages: the kernel's cost of copying into the page cache
     # grows with the dirty data already there (measured: 0.3 s per GiB clean, 2.3 s with 3 GiB dirty).
     os.sync()
@@ -500,7 +638,10 @@ def run_one(kind: ServerKind, workload: Workload, payload: Payload, work: Path, 
         # when it makes a file, so 2000 deletions right before the next server's run would
         # slow that server's file creations (measured: a third of its CPU time).
     figure = amount / elapsed / 1e6 if workload.per_mb else amount / elapsed
-    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed)
+    p50, p99 = percentiles_ms(uploads)
+    timed = sum(1 for u in uploads if u.latency is not None)
+    per_upload = server_cpu / timed * 1000 if timed and workload.name != "held-open" else None
+    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, p50, p99, per_upload)
 
 
 def _flush_redis(url: str | None) -> None:
@@ -592,6 +733,20 @@ def report(results: list[Result], servers: list[str], loads: dict[str, Workload]
                 else "-"
             )
         lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
+    timed = {name: load for name, load in loads.items() if any(r.p50_ms is not None for r in results if r.workload == name)}
+    if timed:
+        lines += ["", "Latency of the small uploads (POST + PATCH), ms, p50 / p99 (medians of the repetitions);",
+                  "server CPU ms per small upload (held-open: -, its CPU is mostly the held uploads'):", ""]
+        lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
+        lines.append("|---|" + "---:|" * len(servers))
+        for name, load in timed.items():
+            cells = []
+            for s in servers:
+                rs = [r for r in by.get((name, s), []) if r.p50_ms is not None and r.p99_ms is not None]
+                per = [r.cpu_ms_per_upload for r in rs if r.cpu_ms_per_upload is not None]
+                cell = f"{statistics.median(r.p50_ms for r in rs if r.p50_ms is not None):.1f} / {statistics.median(r.p99_ms for r in rs if r.p99_ms is not None):.1f}" if rs else "-"
+                cells.append(cell + (f", cpu {statistics.median(per):.2f}" if per else ""))
+            lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -607,6 +762,9 @@ def main() -> None:
     parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--held-count", type=int, default=1000, help="held-open: uploads held open at once")
+    parser.add_argument("--held-seconds", type=int, default=30, help="held-open: each held upload's body in KiB, sent at 1 KiB/s")
+    parser.add_argument("--prefill-count", type=int, default=100_000, help="prefilled: unfinished uploads made before the run")
     parser.add_argument("--tusd-flags", default="", help="extra flags for tusd-py, e.g. '--workers 2'")
     parser.add_argument("--peers-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tusd-py-bench")
     parser.add_argument("--work-dir", type=Path, default=None, help="where payload and server data go (default: a temporary directory)")
@@ -649,7 +807,8 @@ def main() -> None:
                         print(
                             f"rep {rep + 1} {load.name:8} {name:14} {result.figure:>9,.1f} {load.unit:9} "
                             f"{result.seconds:6.2f}s  peak RSS {result.rss_mib:5.0f} MiB  "
-                            f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}",
+                            f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}"
+                            + (f"  p50/p99 {result.p50_ms:.1f}/{result.p99_ms:.1f} ms" if result.p50_ms is not None and result.p99_ms is not None else ""),
                             flush=True,
                         )
         finally:
