@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -299,6 +299,7 @@ class Upload:
     length: int
     sha256: str
     latency: float | None = None  # seconds from its POST to its last answer, for the small uploads
+    post_latency: float | None = None  # of which its POST
 
 
 def _location_path(headers: dict[str, str]) -> str:
@@ -373,7 +374,7 @@ def _small_body(base: bytes, index: int) -> bytes:
 def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
     size = args.small_kib * 1024
     base = os.urandom(size)
-    done: list[tuple[str, int]] = []  # (path, index)
+    done: list[tuple[str, int, float, float]] = []  # (path, index, latency, POST latency)
 
     async def worker(queue: list[int]) -> None:
         conn = Connection("127.0.0.1", port)
@@ -381,8 +382,8 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
             while queue:
                 index = queue.pop()
                 started = time.perf_counter()
-                path = await _small_upload(conn, size, _small_body(base, index))
-                done.append((path, index, time.perf_counter() - started))
+                path, post = await _small_upload(conn, size, _small_body(base, index))
+                done.append((path, index, time.perf_counter() - started, post))
         finally:
             await conn.close()
 
@@ -391,18 +392,20 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
         await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
 
     _run_async(run())
-    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest(), latency) for path, index, latency in done]
+    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest(), *times) for path, index, *times in done]
     return len(uploads), uploads
 
 
-async def _small_upload(conn: Connection, size: int, body: bytes) -> str:
-    """POST + one PATCH of the whole body: one small upload, as Uppy sends it."""
+async def _small_upload(conn: Connection, size: int, body: bytes) -> tuple[str, float]:
+    """POST + one PATCH of the whole body: one small upload, as Uppy sends it. Its path and the POST's seconds."""
+    started = time.perf_counter()
     status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(size)})
+    post = time.perf_counter() - started
     assert status == 201, (status, headers)
     path = _location_path(headers)
     status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
     assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
-    return path
+    return path, post
 
 
 def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
@@ -418,7 +421,7 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
     held_size = args.held_seconds * 1024
     held_base, small_size = os.urandom(held_size), args.small_kib * 1024
     small_base = os.urandom(small_size)
-    probes: list[tuple[str, int, float]] = []
+    probes: list[tuple[str, int, float, float]] = []
 
     async def hold(index: int, streaming: asyncio.Event, counter: list[int]) -> Upload:
         conn = Connection("127.0.0.1", port)
@@ -455,8 +458,8 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
             conn = Connection("127.0.0.1", port)
             try:
                 started = time.perf_counter()
-                path = await _small_upload(conn, small_size, _small_body(small_base, index))
-                probes.append((path, index, time.perf_counter() - started))
+                path, post = await _small_upload(conn, small_size, _small_body(small_base, index))
+                probes.append((path, index, time.perf_counter() - started, post))
             finally:
                 await conn.close()
             index += 1
@@ -475,7 +478,7 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
             await prober
 
     _run_async(run())
-    fresh = [Upload(path, small_size, hashlib.sha256(_small_body(small_base, index)).hexdigest(), latency) for path, index, latency in probes]
+    fresh = [Upload(path, small_size, hashlib.sha256(_small_body(small_base, index)).hexdigest(), *times) for path, index, *times in probes]
     return len(held), held + fresh
 
 
@@ -558,13 +561,29 @@ def prefill(kind: ServerKind, data: Path, ctx: Context, args: argparse.Namespace
         server.stop()
 
 
-def percentiles_ms(uploads: list[Upload]) -> tuple[float | None, float | None]:
-    """p50 and p99 of the uploads' latencies (those that have one), in milliseconds."""
-    latencies = [u.latency for u in uploads if u.latency is not None]
-    if len(latencies) < 2:
-        return (latencies[0] * 1000, latencies[0] * 1000) if latencies else (None, None)
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+def percentiles_ms(seconds: list[float]) -> tuple[float, float] | None:
+    """p50 and p99 of latencies, in milliseconds (None: no latency)."""
+    if len(seconds) < 2:
+        return (seconds[0] * 1000, seconds[0] * 1000) if seconds else None
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[98] * 1000
+
+
+@dataclass
+class Latencies:
+    """p50 and p99 (ms) of the small uploads of one run: whole (POST to the PATCH's answer), POST, PATCH."""
+
+    whole: tuple[float, float]
+    post: tuple[float, float]
+    patch: tuple[float, float]
+
+    @classmethod
+    def of(cls, uploads: list[Upload]) -> Latencies | None:
+        timed = [(u.latency, u.post_latency) for u in uploads if u.latency is not None and u.post_latency is not None]
+        whole = percentiles_ms([whole for whole, _ in timed])
+        post = percentiles_ms([post for _, post in timed])
+        patch = percentiles_ms([whole - post for whole, post in timed])
+        return cls(whole, post, patch) if whole and post and patch else None
 
 
 def verify(server: RunningServer, uploads: list[Upload]) -> None:
@@ -599,8 +618,7 @@ class Result:
     rss_mib: float
     server_cpu: float  # cores busy on average during the run
     client_cpu: float
-    p50_ms: float | None = None  # latency of the small uploads (POST to the PATCH's answer)
-    p99_ms: float | None = None
+    latencies: Latencies | None = None  # of the small uploads
     cpu_ms_per_upload: float | None = None  # server CPU seconds / small uploads, in ms
 
 
@@ -638,10 +656,11 @@ def run_one(kind: ServerKind, workload: Workload, payload: Payload, work: Path, 
         # when it makes a file, so 2000 deletions right before the next server's run would
         # slow that server's file creations (measured: a third of its CPU time).
     figure = amount / elapsed / 1e6 if workload.per_mb else amount / elapsed
-    p50, p99 = percentiles_ms(uploads)
     timed = sum(1 for u in uploads if u.latency is not None)
     per_upload = server_cpu / timed * 1000 if timed and workload.name != "held-open" else None
-    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, p50, p99, per_upload)
+    return Result(
+        kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, Latencies.of(uploads), per_upload
+    )
 
 
 def _flush_redis(url: str | None) -> None:
@@ -685,6 +704,19 @@ def _cell(values: list[float]) -> str:
     if len(values) == 1:
         return f"{med:,.0f}"
     return f"{med:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def _latency_cell(results: list[Result]) -> str:
+    timed = [r.latencies for r in results if r.latencies]
+    if not timed:
+        return "-"
+
+    def pair(pick: Callable[[Latencies], tuple[float, float]]) -> str:
+        return f"{statistics.median(pick(t)[0] for t in timed):.1f} / {statistics.median(pick(t)[1] for t in timed):.1f}"
+
+    cell = f"{pair(lambda t: t.whole)} (POST {pair(lambda t: t.post)}, PATCH {pair(lambda t: t.patch)})"
+    per = [r.cpu_ms_per_upload for r in results if r.cpu_ms_per_upload is not None]
+    return cell + (f", cpu {statistics.median(per):.2f}" if per else "")
 
 
 def report(results: list[Result], servers: list[str], loads: dict[str, Workload], header: str) -> str:
@@ -733,20 +765,14 @@ def report(results: list[Result], servers: list[str], loads: dict[str, Workload]
                 else "-"
             )
         lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
-    timed = {name: load for name, load in loads.items() if any(r.p50_ms is not None for r in results if r.workload == name)}
+    timed = {name: load for name, load in loads.items() if any(r.latencies for r in results if r.workload == name)}
     if timed:
-        lines += ["", "Latency of the small uploads (POST + PATCH), ms, p50 / p99 (medians of the repetitions);",
-                  "server CPU ms per small upload (held-open: -, its CPU is mostly the held uploads'):", ""]
+        lines += ["", "Latency of the small uploads, ms, p50 / p99 (medians of the repetitions): whole upload (POST to the",
+                  "PATCH's answer), POST, PATCH; server CPU ms per small upload (held-open: none, its CPU is the held uploads'):", ""]
         lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
         lines.append("|---|" + "---:|" * len(servers))
         for name, load in timed.items():
-            cells = []
-            for s in servers:
-                rs = [r for r in by.get((name, s), []) if r.p50_ms is not None and r.p99_ms is not None]
-                per = [r.cpu_ms_per_upload for r in rs if r.cpu_ms_per_upload is not None]
-                cell = f"{statistics.median(r.p50_ms for r in rs if r.p50_ms is not None):.1f} / {statistics.median(r.p99_ms for r in rs if r.p99_ms is not None):.1f}" if rs else "-"
-                cells.append(cell + (f", cpu {statistics.median(per):.2f}" if per else ""))
-            lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
+            lines.append(f"| {load.title} | " + " | ".join(_latency_cell(by.get((name, s), [])) for s in servers) + " |")
     return "\n".join(lines)
 
 
@@ -808,7 +834,7 @@ def main() -> None:
                             f"rep {rep + 1} {load.name:8} {name:14} {result.figure:>9,.1f} {load.unit:9} "
                             f"{result.seconds:6.2f}s  peak RSS {result.rss_mib:5.0f} MiB  "
                             f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}"
-                            + (f"  p50/p99 {result.p50_ms:.1f}/{result.p99_ms:.1f} ms" if result.p50_ms is not None and result.p99_ms is not None else ""),
+                            + (f"  p50/p99 {result.latencies.whole[0]:.1f}/{result.latencies.whole[1]:.1f} ms" if result.latencies else ""),
                             flush=True,
                         )
         finally:
@@ -816,7 +842,7 @@ def main() -> None:
                 redis.stop()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"header": header, "results": [r.__dict__ for r in results]}, indent=1))
+        args.json.write_text(json.dumps({"header": header, "results": [asdict(r) for r in results]}, indent=1))
     print()
     print(report(results, servers, loads, header))
 
