@@ -436,15 +436,19 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
             head = [f"PATCH {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {held_size}"]
             head += [f"{name}: {value}" for name, value in {**OCTET, "Upload-Offset": "0"}.items()]
             conn.writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-            for start in range(0, held_size, 1024):
-                conn.writer.write(body[start : start + 1024])
-                await conn.writer.drain()
-                if start == 0:
-                    counter[0] += 1
-                    if counter[0] == args.held_count:
-                        streaming.set()
-                if start + 1024 < held_size:
-                    await asyncio.sleep(1.0)
+            try:
+                for start in range(0, held_size, 1024):
+                    conn.writer.write(body[start : start + 1024])
+                    await conn.writer.drain()
+                    if start == 0:
+                        counter[0] += 1
+                        if counter[0] == args.held_count:
+                            streaming.set()
+                    if start + 1024 < held_size:
+                        await asyncio.sleep(1.0)
+            except (ConnectionError, RuntimeError) as exc:  # the server answered early (uvloop: RuntimeError): say what
+                answer = await asyncio.wait_for(conn.reader.read(4096), 5)
+                raise AssertionError(f"held upload {index} cut after {start} bytes: {answer[:600]!r}") from exc
             status, headers = await read_response(conn.reader, "PATCH")
             assert status == 204 and headers["upload-offset"] == str(held_size), (status, headers)
             return Upload(path, held_size, hashlib.sha256(body).hexdigest())
