@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -376,24 +376,32 @@ def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float,
     base = os.urandom(size)
     done: list[tuple[str, int, float, float]] = []  # (path, index, latency, POST latency)
 
+    async def one(conn: Connection, index: int) -> None:
+        started = time.perf_counter()
+        path, post = await _small_upload(conn, size, _small_body(base, index))
+        done.append((path, index, time.perf_counter() - started, post))
+
+    _in_workers(port, args.small_count, args.concurrency, one)
+    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest(), *times) for path, index, *times in done]
+    return len(uploads), uploads
+
+
+def _in_workers(port: int, count: int, concurrency: int, step: Callable[[Connection, int], Awaitable[None]]) -> None:
+    """`step(connection, index)` for index in 0..count-1, by `concurrency` workers on a keep-alive connection each."""
+
     async def worker(queue: list[int]) -> None:
         conn = Connection("127.0.0.1", port)
         try:
             while queue:
-                index = queue.pop()
-                started = time.perf_counter()
-                path, post = await _small_upload(conn, size, _small_body(base, index))
-                done.append((path, index, time.perf_counter() - started, post))
+                await step(conn, queue.pop())
         finally:
             await conn.close()
 
     async def run() -> None:
-        queue = list(range(args.small_count))
-        await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
+        queue = list(range(count))
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
 
     _run_async(run())
-    uploads = [Upload(path, size, hashlib.sha256(_small_body(base, index)).hexdigest(), *times) for path, index, *times in done]
-    return len(uploads), uploads
 
 
 async def _small_upload(conn: Connection, size: int, body: bytes) -> tuple[str, float]:
@@ -545,21 +553,11 @@ def prefill(kind: ServerKind, data: Path, ctx: Context, args: argparse.Namespace
     try:
         started = time.perf_counter()
 
-        async def worker(queue: list[int]) -> None:
-            conn = Connection("127.0.0.1", server.port)
-            try:
-                while queue:
-                    queue.pop()
-                    status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(args.small_kib * 1024)})
-                    assert status == 201, (status, headers)
-            finally:
-                await conn.close()
+        async def create(conn: Connection, index: int) -> None:
+            status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(args.small_kib * 1024)})
+            assert status == 201, (status, headers)
 
-        async def run() -> None:
-            queue = list(range(args.prefill_count))
-            await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
-
-        _run_async(run())
+        _in_workers(server.port, args.prefill_count, args.concurrency, create)
         print(f"  prefilled {kind.name} with {args.prefill_count:,} unfinished uploads in {time.perf_counter() - started:.0f} s", flush=True)
     finally:
         server.stop()
