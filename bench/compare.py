@@ -439,7 +439,6 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
             path = _location_path(headers)
             body = _small_body(held_base, index)
             await asyncio.sleep(random.random())
-            await conn.open()
             assert conn.reader is not None and conn.writer is not None
             head = [f"PATCH {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {held_size}"]
             head += [f"{name}: {value}" for name, value in {**OCTET, "Upload-Offset": "0"}.items()]
@@ -455,7 +454,10 @@ def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[fl
                     if start + 1024 < held_size:
                         await asyncio.sleep(1.0)
             except (ConnectionError, RuntimeError) as exc:  # the server answered early (uvloop: RuntimeError): say what
-                answer = await asyncio.wait_for(conn.reader.read(4096), 5)
+                try:
+                    answer = await asyncio.wait_for(conn.reader.read(4096), 5)
+                except OSError:
+                    answer = b"(the connection was reset: its answer is lost; the server's log has it)"
                 raise AssertionError(f"held upload {index} cut after {start} bytes: {answer[:600]!r}") from exc
             status, headers = await read_response(conn.reader, "PATCH")
             assert status == 204 and headers["upload-offset"] == str(held_size), (status, headers)
