@@ -4,6 +4,8 @@
     bench/compare --reps 1 --size-mib 256          # a quick look
     bench/compare --servers tusd-py,tus-node --workloads small
     bench/compare --servers tusd-py --workloads single --size-mib 10240 --reps 1   # the 10 GiB memory check
+    bench/compare --servers tusd-py,tusd-py-redis,tus-node --workloads held-open --no-warmup   # 1,000 slow uploads held open
+    bench/compare --servers tusd-py,tusd-py-redis --workloads prefilled,small --no-warmup     # a store of 100,000 unfinished
 
 Peers (installed on first use into --peers-dir, outside the repository):
   tus-node     @tus/server + @tus/file-store (npm), bench/peers/tus_node_server.mjs
