@@ -5,6 +5,8 @@
     bench/compare --servers tusd-py,tus-node --workloads small
     bench/compare --servers tusd-py --workloads single --size-mib 10240 --reps 1   # the 10 GiB memory check
     bench/compare --servers tusd-py-s3,tus-node-s3,s3-raw --workloads single,parallel --size-mib 512 --reps 5   # S3
+    bench/compare --servers tusd-py,tusd-py-redis,tus-node --workloads held-open --no-warmup   # 1,000 slow uploads held open
+    bench/compare --servers tusd-py,tusd-py-redis --workloads prefilled,small --no-warmup     # a store of 100,000 unfinished
 
 Peers (installed on first use into --peers-dir, outside the repository):
   tus-node     @tus/server + @tus/file-store (npm), bench/peers/tus_node_server.mjs
@@ -50,15 +52,15 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rawhttp import Connection, FileConnection  # noqa: E402
-from tests.support import S3_CREDENTIALS, RedisServer, S3Server, free_port, stop_process, wait_for_port  # noqa: E402
+from bench.rawhttp import Connection, FileConnection, read_response  # noqa: E402
+from tests.support import S3_CREDENTIALS, RedisServer, S3Server, free_port, stop_process, upload_file, wait_for_port  # noqa: E402
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
@@ -356,6 +358,8 @@ class Upload:
     path: str  # /files/<id>
     length: int
     digests: Digests
+    latency: float | None = None  # seconds from its POST to its last answer, for the small uploads
+    post_latency: float | None = None  # of which its POST
 
 
 def _location_path(headers: dict[str, str]) -> str:
@@ -441,31 +445,126 @@ def _small_body(base: bytes, index: int) -> bytes:
 def small(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
     size = args.small_kib * 1024
     base = os.urandom(size)
-    done: list[tuple[str, int]] = []  # (path, index)
+    done: list[tuple[str, int, float, float]] = []  # (path, index, latency, POST latency)
+
+    async def one(conn: Connection, index: int) -> None:
+        started = time.perf_counter()
+        path, post = await _small_upload(conn, size, _small_body(base, index))
+        done.append((path, index, time.perf_counter() - started, post))
+
+    _in_workers(port, args.small_count, args.concurrency, one)
+    uploads = [Upload(path, size, Digests.of(_small_body(base, index)), *times) for path, index, *times in done]
+    return len(uploads), uploads
+
+
+def _in_workers(port: int, count: int, concurrency: int, step: Callable[[Connection, int], Awaitable[None]]) -> None:
+    """`step(connection, index)` for index in 0..count-1, by `concurrency` workers on a keep-alive connection each."""
 
     async def worker(queue: list[int]) -> None:
         conn = Connection("127.0.0.1", port)
         try:
             while queue:
-                index = queue.pop()
-                status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(size)})
-                assert status == 201, (status, headers)
-                path = _location_path(headers)
-                status, headers = await conn.request(
-                    "PATCH", path, {**OCTET, "Upload-Offset": "0"}, _small_body(base, index)
-                )
-                assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
-                done.append((path, index))
+                await step(conn, queue.pop())
         finally:
             await conn.close()
 
     async def run() -> None:
-        queue = list(range(args.small_count))
-        await asyncio.gather(*(worker(queue) for _ in range(args.concurrency)))
+        queue = list(range(count))
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
 
     _run_async(run())
-    uploads = [Upload(path, size, Digests.of(_small_body(base, index))) for path, index in done]
-    return len(uploads), uploads
+
+
+async def _small_upload(conn: Connection, size: int, body: bytes) -> tuple[str, float]:
+    """POST + one PATCH of the whole body: one small upload, as Uppy sends it. Its path and the POST's seconds."""
+    started = time.perf_counter()
+    status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(size)})
+    post = time.perf_counter() - started
+    assert status == 201, (status, headers)
+    path = _location_path(headers)
+    status, headers = await conn.request("PATCH", path, {**OCTET, "Upload-Offset": "0"}, body)
+    assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
+    return path, post
+
+
+def held_open(port: int, payload: Payload, args: argparse.Namespace) -> tuple[float, list[Upload]]:
+    """--held-count uploads held open at once by slow clients, and fresh small uploads meanwhile.
+
+    Every held upload is one PATCH whose body (--held-seconds KiB) comes at 1 KiB/s, the
+    clients' starts spread over the first second. Once all of them are streaming, one fresh
+    small upload (POST + PATCH of --small-kib KiB, a new connection each) runs every 0.1 s
+    until the held ones finish: the latencies reported are those fresh uploads'. Every
+    upload, held or fresh, is verified afterwards. The figure is held uploads per second,
+    which only the clients' pace sets; what matters is the peak RSS and the latencies.
+    """
+    held_size = args.held_seconds * 1024
+    held_base, small_size = os.urandom(held_size), args.small_kib * 1024
+    small_base = os.urandom(small_size)
+    probes: list[tuple[str, int, float, float]] = []
+
+    async def hold(index: int, streaming: asyncio.Event, counter: list[int]) -> Upload:
+        conn = Connection("127.0.0.1", port)
+        try:
+            status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(held_size)})
+            assert status == 201, (status, headers)
+            path = _location_path(headers)
+            body = _small_body(held_base, index)
+            await asyncio.sleep(random.random())
+            assert conn.reader is not None and conn.writer is not None
+            head = [f"PATCH {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {held_size}"]
+            head += [f"{name}: {value}" for name, value in {**OCTET, "Upload-Offset": "0"}.items()]
+            conn.writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            try:
+                for start in range(0, held_size, 1024):
+                    conn.writer.write(body[start : start + 1024])
+                    await conn.writer.drain()
+                    if start == 0:
+                        counter[0] += 1
+                        if counter[0] == args.held_count:
+                            streaming.set()
+                    if start + 1024 < held_size:
+                        await asyncio.sleep(1.0)
+            except (ConnectionError, RuntimeError) as exc:  # the server answered early (uvloop: RuntimeError): say what
+                try:
+                    answer = await asyncio.wait_for(conn.reader.read(4096), 5)
+                except OSError:
+                    answer = b"(the connection was reset: its answer is lost; the server's log has it)"
+                raise AssertionError(f"held upload {index} cut after {start} bytes: {answer[:600]!r}") from exc
+            status, headers = await read_response(conn.reader, "PATCH")
+            assert status == 204 and headers["upload-offset"] == str(held_size), (status, headers)
+            return Upload(path, held_size, Digests.of(body))
+        finally:
+            await conn.close()
+
+    async def probe(streaming: asyncio.Event, finished: asyncio.Event) -> None:
+        await streaming.wait()
+        index = 0
+        while not finished.is_set():
+            conn = Connection("127.0.0.1", port)
+            try:
+                started = time.perf_counter()
+                path, post = await _small_upload(conn, small_size, _small_body(small_base, index))
+                probes.append((path, index, time.perf_counter() - started, post))
+            finally:
+                await conn.close()
+            index += 1
+            await asyncio.sleep(0.1)
+
+    held: list[Upload] = []
+
+    async def run() -> None:
+        streaming, finished, counter = asyncio.Event(), asyncio.Event(), [0]
+        prober = asyncio.ensure_future(probe(streaming, finished))
+        try:
+            held.extend(await asyncio.gather(*(hold(index, streaming, counter) for index in range(args.held_count))))
+        finally:
+            finished.set()
+            streaming.set()  # a prober still waiting (some upload failed) runs one probe and ends
+            await prober
+
+    _run_async(run())
+    fresh = [Upload(path, small_size, Digests.of(_small_body(small_base, index)), *times) for path, index, *times in probes]
+    return len(held), held + fresh
 
 
 def _run_async(coro) -> None:  # type: ignore[no-untyped-def]
@@ -486,6 +585,8 @@ class Workload:
     per_mb: bool  # the figure is MB/s (else items/s)
     # the byte ranges it uploads, one whole upload each: what the S3 ceiling uploads instead (None: no ceiling)
     ranges: Callable[[Payload, argparse.Namespace], list[tuple[int, int]]] | None = None
+    # what the state store holds before the measured server starts (None: nothing)
+    prepare: Callable[[ServerKind, Path, Context, argparse.Namespace], None] | None = None
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Workload]:
@@ -501,8 +602,65 @@ def workloads(args: argparse.Namespace) -> dict[str, Workload]:
             small,
             False,
         ),
+        "held-open": Workload(
+            "held-open",
+            f"{args.held_count} uploads held open at 1 KiB/s for {args.held_seconds} s, fresh {args.small_kib} KiB uploads meanwhile",
+            "held/s",
+            held_open,
+            False,
+        ),
+        "prefilled": Workload(
+            "prefilled",
+            f"as small, {args.prefill_count:,} unfinished uploads already in the store",
+            "uploads/s",
+            small,
+            False,
+            prepare=prefill,
+        ),
         "parallel": Workload("parallel", f"{args.parallel} parallel uploads of {each} MiB", "MB/s", parallel, True, parallel_ranges),
     }
+
+
+def prefill(kind: ServerKind, data: Path, ctx: Context, args: argparse.Namespace) -> None:
+    """--prefill-count unfinished uploads (POST only, as clients that never sent a byte) made through
+    a server of the same kind on the same data directory and Redis, stopped before the measured one starts."""
+    server = RunningServer(kind, data, ctx)
+    try:
+        started = time.perf_counter()
+
+        async def create(conn: Connection, index: int) -> None:
+            status, headers = await conn.request("POST", "/files/", {**CREATE, "Upload-Length": str(args.small_kib * 1024)})
+            assert status == 201, (status, headers)
+
+        _in_workers(server.port, args.prefill_count, args.concurrency, create)
+        print(f"  prefilled {kind.name} with {args.prefill_count:,} unfinished uploads in {time.perf_counter() - started:.0f} s", flush=True)
+    finally:
+        server.stop()
+
+
+def percentiles_ms(seconds: list[float]) -> tuple[float, float] | None:
+    """p50 and p99 of latencies, in milliseconds (None: no latency)."""
+    if len(seconds) < 2:
+        return (seconds[0] * 1000, seconds[0] * 1000) if seconds else None
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
+
+
+@dataclass
+class Latencies:
+    """p50 and p99 (ms) of the small uploads of one run: whole (POST to the PATCH's answer), POST, PATCH."""
+
+    whole: tuple[float, float]
+    post: tuple[float, float]
+    patch: tuple[float, float]
+
+    @classmethod
+    def of(cls, uploads: list[Upload]) -> Latencies | None:
+        timed = [(u.latency, u.post_latency) for u in uploads if u.latency is not None and u.post_latency is not None]
+        whole = percentiles_ms([whole for whole, _ in timed])
+        post = percentiles_ms([post for _, post in timed])
+        patch = percentiles_ms([whole - post for whole, post in timed])
+        return cls(whole, post, patch) if whole and post and patch else None
 
 
 def verify(server: RunningServer, uploads: list[Upload], s3: S3Admin | None) -> None:
@@ -528,7 +686,10 @@ def verify(server: RunningServer, uploads: list[Upload], s3: S3Admin | None) -> 
         if s3 is not None:
             assert s3.md5(server.data.name, name) == upload.digests.md5, f"{server.kind.name}: object {name} differs"
         else:
-            assert file_sha256(server.data / name) == upload.digests.sha256, f"{server.kind.name}: stored bytes of {upload.path} differ"
+            stored = server.data / name  # the peers keep files flat; tusd-py in shards (storage/file_layout.py)
+            if not stored.exists():
+                stored = upload_file(server.data, name)
+            assert file_sha256(stored) == upload.digests.sha256, f"{server.kind.name}: stored bytes of {upload.path} differ"
 
 
 class S3Admin:
@@ -592,6 +753,8 @@ class Result:
     server_cpu: float  # cores busy on average during the run
     client_cpu: float
     s3_cpu: float = 0.0  # SeaweedFS's, on S3
+    latencies: Latencies | None = None  # of the small uploads
+    cpu_ms_per_upload: float | None = None  # server CPU seconds / small uploads, in ms
 
 
 def client_cpu_seconds() -> float:
@@ -607,6 +770,8 @@ def run_one(kind: ServerKind, workload: Workload, payload: Payload, work: Path, 
     if kind.s3:
         assert ctx.s3
         ctx.s3.create(data.name)
+    if workload.prepare is not None:
+        workload.prepare(kind, data, ctx, args)
     # Every run starts with no dirty pages: the kernel's cost of copying into the page cache
     # grows with the dirty data already there (measured: 0.3 s per GiB clean, 2.3 s with 3 GiB dirty).
     os.sync()
@@ -642,7 +807,12 @@ def run_server(kind: ServerKind, workload: Workload, payload: Payload, data: Pat
     finally:
         server.stop()
     figure = amount / elapsed / 1e6 if workload.per_mb else amount / elapsed
-    return Result(kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, s3_cpu / elapsed)
+    timed = sum(1 for u in uploads if u.latency is not None)
+    per_upload = server_cpu / timed * 1000 if timed and workload.name != "held-open" else None
+    return Result(
+        kind.name, workload.name, rep, figure, elapsed, rss, server_cpu / elapsed, client_cpu / elapsed, s3_cpu / elapsed,
+        Latencies.of(uploads), per_upload,
+    )
 
 
 def run_ceiling(kind: ServerKind, workload: Workload, payload: Payload, data: Path, ctx: Context, args: argparse.Namespace, rep: int) -> Result:
@@ -714,6 +884,19 @@ def _cell(values: list[float]) -> str:
     return f"{med:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
+def _latency_cell(results: list[Result]) -> str:
+    timed = [r.latencies for r in results if r.latencies]
+    if not timed:
+        return "-"
+
+    def pair(pick: Callable[[Latencies], tuple[float, float]]) -> str:
+        return f"{statistics.median(pick(t)[0] for t in timed):.1f} / {statistics.median(pick(t)[1] for t in timed):.1f}"
+
+    cell = f"{pair(lambda t: t.whole)} (POST {pair(lambda t: t.post)}, PATCH {pair(lambda t: t.patch)})"
+    per = [r.cpu_ms_per_upload for r in results if r.cpu_ms_per_upload is not None]
+    return cell + (f", cpu {statistics.median(per):.2f}" if per else "")
+
+
 def report(results: list[Result], servers: list[str], loads: dict[str, Workload], header: str) -> str:
     by: dict[tuple[str, str], list[Result]] = {}
     for result in results:
@@ -769,6 +952,14 @@ def report(results: list[Result], servers: list[str], loads: dict[str, Workload]
                 else "-"
             )
         lines.append(f"| {load.title} | " + " | ".join(cells) + " |")
+    timed = {name: load for name, load in loads.items() if any(r.latencies for r in results if r.workload == name)}
+    if timed:
+        lines += ["", "Latency of the small uploads, ms, p50 / p99 (medians of the repetitions): whole upload (POST to the",
+                  "PATCH's answer), POST, PATCH; server CPU ms per small upload (held-open: none, its CPU is the held uploads'):", ""]
+        lines.append("| workload | " + " | ".join(SERVERS[s].label for s in servers) + " |")
+        lines.append("|---|" + "---:|" * len(servers))
+        for name, load in timed.items():
+            lines.append(f"| {load.title} | " + " | ".join(_latency_cell(by.get((name, s), [])) for s in servers) + " |")
     return "\n".join(lines)
 
 
@@ -784,6 +975,9 @@ def main() -> None:
     parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--held-count", type=int, default=1000, help="held-open: uploads held open at once")
+    parser.add_argument("--held-seconds", type=int, default=30, help="held-open: each held upload's body in KiB, sent at 1 KiB/s")
+    parser.add_argument("--prefill-count", type=int, default=100_000, help="prefilled: unfinished uploads made before the run")
     parser.add_argument("--tusd-flags", default="", help="extra flags for tusd-py, e.g. '--workers 2'")
     parser.add_argument("--peers-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tusd-py-bench")
     parser.add_argument("--work-dir", type=Path, default=None, help="where payload and server data go (default: a temporary directory)")
@@ -830,7 +1024,8 @@ def main() -> None:
                             f"rep {rep + 1} {load.name:8} {name:14} {result.figure:>9,.1f} {load.unit:9} "
                             f"{result.seconds:6.2f}s  peak RSS {result.rss_mib:5.0f} MiB  "
                             f"cpu server {result.server_cpu:.2f} client {result.client_cpu:.2f}"
-                            + (f" S3 {result.s3_cpu:.2f}" if SERVERS[name].s3 else ""),
+                            + (f" S3 {result.s3_cpu:.2f}" if SERVERS[name].s3 else "")
+                            + (f"  p50/p99 {result.latencies.whole[0]:.1f}/{result.latencies.whole[1]:.1f} ms" if result.latencies else ""),
                             flush=True,
                         )
         finally:
@@ -841,7 +1036,7 @@ def main() -> None:
                 s3.server.stop()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"header": header, "results": [r.__dict__ for r in results]}, indent=1))
+        args.json.write_text(json.dumps({"header": header, "results": [asdict(r) for r in results]}, indent=1))
     print()
     print(report(results, servers, loads, header))
 
