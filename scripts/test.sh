@@ -38,4 +38,6 @@ fi
 .venv/bin/ruff check --quiet .
 .venv/bin/mypy --no-error-summary
 
-exec .venv/bin/python -m pytest "$@"
+# A worker per core (at most 4), one test file per worker so module fixtures (clusters, shared servers) start
+# once; `-n 0` runs everything in this process.
+exec .venv/bin/python -m pytest -n auto --maxprocesses=4 --dist loadfile "$@"
