@@ -123,3 +123,28 @@ def test_parts_are_sent_from_the_event_loop_without_a_thread_per_piece(proxy: Fa
 
     run(proxy.endpoint, body)
     assert [name for name in handed if "Payload" in name] == []
+
+
+def test_a_small_upload_holds_a_buffer_of_its_size_not_a_whole_part(proxy: FaultProxy) -> None:
+    """64 concurrent 64 KiB uploads must not hold 64 parts' worth of memory (8 MiB each by default)."""
+    small = b"s" * (64 * 1024)
+    last = b"t" * (PART + 1000)  # a whole part, then a last part of 1000 bytes
+
+    async def body(store: S3Store) -> None:
+        sizes: list[int] = []
+        take = store._buffers.take
+
+        def spy_take(size: int) -> bytearray:
+            sizes.append(size)
+            return take(size)
+
+        store._buffers.take = spy_take  # type: ignore[method-assign]
+        for upload_id, payload in (("small1", small), ("last1", last)):
+            await store.create(upload_id, len(payload))
+            assert await write(store, upload_id, payload, len(payload)) == (len(payload), None)
+            await store.finish(upload_id, len(payload))
+            assert b"".join([c async for c in store.read(upload_id, 0, len(payload))]) == payload
+        assert sizes == [len(small), PART, 1000]
+        assert not store._buffers._free.get(len(small)) and not store._buffers._free.get(1000)  # only part-sized ones kept
+
+    run(proxy.endpoint, body)

@@ -106,9 +106,22 @@ class S3Writer:
             raise StorageUnavailable(
                 f"upload {self.handle.upload_id}: the incomplete part holding bytes {self._part_start}-{self._start} is missing"
             )
-        self._buffer = self._buffers.take(self.handle.part_size)
+        self._buffer = self._buffers.take(self._part_room())
         self._buffer[:have] = data
         self._filled = have
+
+    def _part_room(self) -> int:
+        """The size of the buffer the part being filled needs: a part, or less for the last part
+        of a known length (a 64 KiB upload holds 64 KiB, not a whole part, while it is written)."""
+        if self.length is None:
+            return self.handle.part_size
+        return max(min(self.handle.part_size, self.length - self._part_start), 1)
+
+    def _give(self, buffer: bytearray) -> None:
+        """A buffer nothing reads any more, back to the store's pool if it is part-sized (a last
+        part's smaller one seldom fits again, and would take the room of part-sized ones)."""
+        if len(buffer) == self.handle.part_size:
+            self._buffers.give(buffer)
 
     async def write(self, chunk: bytes) -> None:
         """Accept a chunk; full parts go to S3 (or to a temporary file, when held)."""
@@ -130,7 +143,7 @@ class S3Writer:
                     room = min(room, self.length - self._part_start - self._filled)
                 take = view[:room]
                 if self._buffer is None:
-                    self._buffer = self._buffers.take(size)
+                    self._buffer = self._buffers.take(self._part_room())
                 self._buffer[self._filled:self._filled + len(take)] = take
                 self._filled += len(take)
                 view = view[len(take):]
@@ -151,7 +164,7 @@ class S3Writer:
         self._part_start = end
         if self.hold:
             self._held.append((number, await asyncio.to_thread(self._spool, memoryview(buffer)[:length]), end))
-            self._buffers.give(buffer)  # written out: nothing reads it any more
+            self._give(buffer)  # written out: nothing reads it any more
         else:
             await self._send(number, buffer, length, end)
 
@@ -179,7 +192,7 @@ class S3Writer:
             # connection holds a view of the buffer any more. After a retry an aborted attempt's
             # connection might, so that buffer is left to the garbage collector, never reused.
             if retries == 0:
-                self._buffers.give(buffer)
+                self._give(buffer)
             self._ends[number] = end
             while self._next_durable in self._ends:
                 self.written = max(self.written, self._ends[self._next_durable])
@@ -207,7 +220,7 @@ class S3Writer:
             for number, file, end in self._held:
                 if self._error is not None:
                     break
-                buffer = self._buffers.take(self.handle.part_size)
+                buffer = self._buffers.take(end - (number - 1) * self.handle.part_size)  # the part's own size
                 length = await asyncio.to_thread(_read_into, file, buffer)
                 await self._send(number, buffer, length, end)
             await asyncio.gather(*self._tasks)
@@ -227,7 +240,7 @@ class S3Writer:
                 file.close()
             self._held.clear()
             if self._buffer is not None:  # the tail's bytes went out as a copy
-                self._buffers.give(self._buffer)
+                self._give(self._buffer)
                 self._buffer, self._filled = None, 0
         return self.written
 
