@@ -1,4 +1,5 @@
 """Round trips to Redis per request of a small upload, counted with MONITOR on a real redis-server.
+Also (target 4, held open): a lease that commits is kept by its commits, with no renewal sent.
 
 Issue 19, target 3: a POST costs one round trip (the creation script), a PATCH that finishes a
 small upload two (acquiring the lock reads the record; the finishing commit lets go of the lock).
@@ -8,15 +9,23 @@ commands that name the upload count (the sweeper's and the subscription's do not
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio
 import requests
 
 from tests.support import create, head, patch
+from tusd_py.locks.base import LockLost
+from tusd_py.locks.redis import _RENEW, RedisLocker
+from tusd_py.state.base import Upload
+from tusd_py.state.redis import RedisStateStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,3 +124,49 @@ def test_a_patch_that_does_not_finish_still_releases_its_lock(make_server, monit
     assert len(trips) == 3, trips  # acquire, commit, release: the lock is kept until the release
     assert patch(url, 4, b"efgh").status_code == 204
     assert requests.get(url, timeout=10).content == b"abcdefgh"
+
+
+def test_a_lease_that_commits_is_kept_by_its_commits_with_no_renewal(redis_url: str, monitor: Monitor) -> None:
+    """The fenced commit extends the lock key's TTL (issue 19): a holder committing more often
+    than half the TTL sends no renewal, however long it holds; a stale holder's commit neither
+    commits nor extends, and a lock key that expired is not brought back by a commit."""
+    renew_sha = hashlib.sha1(_RENEW.encode()).hexdigest()
+    upload_id, other_id = "c" * 32, "d" * 32
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        state = RedisStateStore(client)
+        locker = RedisLocker(client, preload=state.key, scripts=state.scripts, ttl=1.0, margin=0.25)
+        await state.create(Upload(id=upload_id, length=100, offset=0))
+        await state.create(Upload(id=other_id, length=100, offset=0))
+        key = locker.key(upload_id)
+        async with locker.hold(upload_id, wait=0) as lock:
+            started = time.monotonic()
+            for offset in range(1, 13):  # 12 commits 0.2 s apart: 2.4 s, over two TTLs
+                await asyncio.sleep(0.2)
+                assert lock.valid()
+                assert await state.commit_offset(upload_id, offset - 1, offset, None, fence=lock.fence) == offset
+                assert await client.pttl(key) > 900  # topped up to the TTL by the commit itself
+            assert time.monotonic() - started > 2.0 and lock.valid()
+        commands = [command for command in monitor.settle() if key in command]
+        assert not [command for command in commands if renew_sha in command], commands
+        assert len([command for command in commands if "EVALSHA" in command]) >= 12  # the commits
+
+        # Expired with nobody else holding it: the commit refuses, and the key stays gone.
+        async with locker.hold(other_id, wait=0) as stale:
+            await client.delete(locker.key(other_id))
+            with pytest.raises(LockLost):
+                await state.commit_offset(other_id, 0, 5, None, fence=stale.fence)
+            assert await client.exists(locker.key(other_id)) == 0
+            # Another holder took it: the stale holder's commit neither commits nor extends.
+            async with locker.hold(other_id, wait=0) as current:
+                await asyncio.sleep(0.3)
+                with pytest.raises(LockLost):
+                    await state.commit_offset(other_id, 0, 5, None, fence=stale.fence)
+                assert await client.pttl(locker.key(other_id)) < 800  # not topped up
+                assert current.valid()
+        assert (await state.get(other_id)).offset == 0  # type: ignore[union-attr]
+        await locker.close()
+        await state.close()
+
+    asyncio.run(main())

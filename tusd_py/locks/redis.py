@@ -6,7 +6,12 @@ check-and-delete). The holder counts its lease from the moment it *sent* each
 renewal, minus a safety margin, so it stops writing before anyone else could
 acquire the key; and its commits carry the lease as a `Fence` that the state
 store checks in the same script, so a holder whose lease lapsed anyway (a long
-pause) cannot commit.
+pause) cannot commit. A holder that commits (a body being read commits about once a second,
+`writes.COMMIT_INTERVAL`) needs no renewal at all: the fenced commit extends the key's TTL in
+the same script when the token matches (`RedisLease.extension_ttl`, `extended_at`), counted
+from the commit's send time as a renewal is, and pushes the next renewal back. Renewals remain
+for holders that do not commit (a stalled body, HEAD and DELETE holds); 1,000 slow uploads held
+open on one instance no longer need 1,000 renewal tasks answered in time on a loaded machine.
 
 Lock exchange: each instance keeps one pub/sub subscription. A request that
 finds an upload held publishes `release <id>`; the instance holding it calls the
@@ -96,9 +101,13 @@ class RedisLease:
         channel: str = "",
         message: str = "",
         publish: str = "PUBLISH",
+        ttl: float = 8.0,
+        margin: float = 2.0,
     ) -> None:
         self.fence = RedisFence(key, token, self)
         self.valid_until = valid_until  # time.monotonic() deadline
+        self.renew_at = valid_until + margin - ttl / 2  # time.monotonic() when the next renewal is due
+        self.ttl, self.margin = ttl, margin
         self.on_release_request = on_release_request
         self.record: dict[str, str] | None = None
         self.asked = False  # someone wants the lock: announce its release
@@ -119,6 +128,16 @@ class RedisLease:
         """For a commit script that lets go of the lock: channel ('' = nobody asked), message, command."""
         self.announced = self.asked
         return [self._channel if self.asked else "", self._message, self._publish]
+
+    def extension_ttl(self) -> str:
+        """For a fenced commit script: the TTL (ms) it sets on the lock key when the token is ours."""
+        return str(int(self.ttl * 1000))
+
+    def extended_at(self, sent: float) -> None:
+        """A fenced commit sent at `sent` (time.monotonic()) went through: it extended the key as a
+        renewal sent then would have, so the lease runs from then and the next renewal waits."""
+        self.valid_until = max(self.valid_until, sent + self.ttl - self.margin)
+        self.renew_at = max(self.renew_at, sent + self.ttl / 2)
 
     def let_go_by_commit(self) -> None:
         """A commit deleted the lock key (`release_args`): the hold ends without a release of its own.
@@ -205,7 +224,15 @@ class RedisLocker:
             raise StateUnavailable(f"Redis: {exc}") from exc
         channel, message = self.channel(upload_id), f"released {upload_id}"
         lease = RedisLease(
-            key, token, sent + self.ttl - self.margin, on_release_request, channel=channel, message=message, publish=self._publish
+            key,
+            token,
+            sent + self.ttl - self.margin,
+            on_release_request,
+            channel=channel,
+            message=message,
+            publish=self._publish,
+            ttl=self.ttl,
+            margin=self.margin,
         )
         if self.preload is not None:
             lease.record = dict(zip(record[::2], record[1::2]))
@@ -330,28 +357,34 @@ class RedisLocker:
         return plain
 
     def _start_keeping(self, lease: RedisLease, ttl_ms: int) -> None:
-        lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
+        later = lease.renew_at - time.monotonic()
+        if later > 0:  # a commit extended the lease meanwhile (`RedisLease.extended_at`)
+            lease.renewer = asyncio.get_running_loop().call_later(later, self._start_keeping, lease, ttl_ms)
+        else:
+            lease.renewer = asyncio.create_task(self._keep(lease, ttl_ms))
 
     async def _keep(self, lease: RedisLease, ttl_ms: int) -> None:
-        """Renew the lease now and then at half its TTL; tell the holder if it is lost."""
-        pause = 0.0  # the first renewal is due when this starts (`_start_keeping`)
+        """Renew the lease at half its TTL after the last renewal or commit that extended it;
+        tell the holder if it is lost."""
         while True:
-            await asyncio.sleep(pause)
+            later = lease.renew_at - time.monotonic()
+            if later > 0:
+                await asyncio.sleep(later)
+                continue  # a commit may have pushed `renew_at` back while this slept
             sent = time.monotonic()
             try:
                 renewed = await self._renew(keys=[lease.fence.key], args=[lease.fence.token, ttl_ms])
             except RedisError:
                 renewed = None  # unknown: the lease still runs out at valid_until
             if renewed:
-                lease.valid_until = sent + self.ttl - self.margin
-                pause = self.ttl / 2
+                lease.extended_at(sent)
             elif renewed == 0 or not lease.valid():
                 lease.valid_until = 0.0
                 if lease.on_release_request is not None:
                     lease.on_release_request()
                 return
             else:
-                pause = RENEW_RETRY
+                lease.renew_at = time.monotonic() + RENEW_RETRY
 
     async def close(self) -> None:
         for task in list(self._background):

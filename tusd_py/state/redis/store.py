@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from redis.exceptions import RedisError
@@ -70,8 +71,11 @@ return 1
 
 # KEYS: record, expiry set[, lock]. ARGV: expected, new, expires ('' = never), id,
 # claim field ('' = none), settle's argument (`_settling`)[, lock token[, '1' = let go of the lock
-# when this finishes the upload, channel ('' = nobody asked), message, PUBLISH or SPUBLISH]].
-# Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no longer the committer's.
+# when this finishes the upload ('' = not), channel ('' = nobody asked), message, PUBLISH or
+# SPUBLISH, lock TTL ms]]. Returns the stored offset, -1 if gone, -2 if the lock (the fence) is no
+# longer the committer's. A fenced commit whose token matches extends the lock key's TTL, as the
+# lease's renewal does (`locks/redis.py`): a holder that commits needs no renewal. A stale holder's
+# finds another token, or no key at all once it expired, and neither commits nor extends.
 # The offset only moves forward, from exactly `expected`, and never past the length. A commit
 # that finishes the upload also records the claim (one round trip for both, see
 # StateStore.commit_offset), its value the lock's token when fenced; one that finishes a partial
@@ -84,6 +88,7 @@ if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[7] then
   if ARGV[8] == '1' and ARGV[5] ~= '' and redis.call('HGET', KEYS[1], ARGV[5]) == ARGV[7] then return tonumber(ARGV[2]) end
   return -2
 end
+if ARGV[12] then redis.call('PEXPIRE', KEYS[3], ARGV[12]) end
 local function let_go()
   if ARGV[8] ~= '1' then return end
   redis.call('DEL', KEYS[3])
@@ -224,15 +229,19 @@ class RedisStateStore(RedisFinals):
             args.append(fence.token)
         # The commit that finishes a whole upload (the one with the finish claim) lets go of its
         # lock too: nothing after it needs the lock (`locks/redis.py`). A partial upload's carries
-        # no claim, and its hold releases the lock as before.
-        lease = fence.lease if isinstance(fence, RedisFence) and claim is not None else None
+        # no claim, and its hold releases the lock as before. Every one extends the lease.
+        lease = fence.lease if isinstance(fence, RedisFence) else None
+        lets_go = lease is not None and claim is not None
         if lease is not None:
-            args += ["1", *lease.release_args()]
+            args += [*(["1", *lease.release_args()] if lets_go else ["", "", "", ""]), lease.extension_ttl()]
+        sent = time.monotonic()
         stored = await self._settled(upload_id, await self._commit(keys=keys, args=args))
         if stored == -2:
             raise LockLost(upload_id)
-        if lease is not None and stored == new:
-            lease.let_go_by_commit()
+        if lease is not None:
+            lease.extended_at(sent)
+            if lets_go and stored == new:
+                lease.let_go_by_commit()
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
