@@ -101,8 +101,8 @@ class RedisLease:
         channel: str = "",
         message: str = "",
         publish: str = "PUBLISH",
-        ttl: float = 8.0,
-        margin: float = 2.0,
+        ttl: float,
+        margin: float,
     ) -> None:
         self.fence = RedisFence(key, token, self)
         self.valid_until = valid_until  # time.monotonic() deadline

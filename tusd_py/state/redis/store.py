@@ -238,10 +238,10 @@ class RedisStateStore(RedisFinals):
         stored = await self._settled(upload_id, await self._commit(keys=keys, args=args))
         if stored == -2:
             raise LockLost(upload_id)
-        if lease is not None:
+        if lease is not None and lets_go and stored == new:
+            lease.let_go_by_commit()
+        elif lease is not None:  # the token was ours: the script extended the key
             lease.extended_at(sent)
-            if lets_go and stored == new:
-                lease.let_go_by_commit()
         return None if stored < 0 else int(stored)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
