@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import threading
 import time
 import uuid
@@ -170,3 +171,29 @@ def test_a_lease_that_commits_is_kept_by_its_commits_with_no_renewal(redis_url: 
         await state.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("state_backend", ["redis"])
+def test_a_slow_patch_holds_its_lock_past_the_renewal_time_with_commits_only(make_server, monitor: Monitor) -> None:  # type: ignore[no-untyped-def]
+    """Through the server (8 s lease, renewal due at 4 s): a PATCH trickling for ~6 s commits
+    about once a second, and those commits keep its lease; no renewal names its lock."""
+    srv = make_server()
+    body = b"0123456789"
+    url = create(srv.url, len(body))
+    upload_id = url.rsplit("/", 1)[1]
+    before = len(monitor.settle())
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        head_lines = (
+            f"PATCH /files/{upload_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head_lines.encode())
+        for index in range(len(body)):  # 10 bytes 0.65 s apart: ~6.5 s
+            sock.sendall(body[index : index + 1])
+            time.sleep(0.65)
+        answer = sock.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 204"), answer
+    trips = naming(monitor.settle()[before:], upload_id)
+    renew_sha = hashlib.sha1(_RENEW.encode()).hexdigest()
+    assert not [trip for trip in trips if renew_sha in trip], trips
+    assert requests.get(url, timeout=10).content == body
