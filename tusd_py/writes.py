@@ -173,6 +173,7 @@ async def stream(
         stop = why_stopped(reader, writer, lock)
     return Streamed(stop, written, current, writer.error, matched)
 
+
 async def settle(
     engine: Engine, upload: Upload, reader: BodyReader, lock: Lock, checksum: Checksum | None, streamed: Streamed
 ) -> WriteResult:
