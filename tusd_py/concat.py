@@ -73,8 +73,8 @@ class Concatenator:
         data: ConcatData,
         locker: Locker,
         on_complete: Callable[[Upload], Awaitable[None]],
+        create_data: Callable[[Upload, DataChoice], Awaitable[None]],
         hooks: Hooks | None = None,
-        create_data: Callable[[Upload, DataChoice], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -82,7 +82,7 @@ class Concatenator:
         self.locker = locker
         self.hooks = hooks or Hooks()
         self.on_complete = on_complete  # the final upload's post-finish processing
-        self.create_data = create_data or self._create_data  # the engine's: the store learns the length, type, key
+        self.create_data = create_data  # the engine's (`UploadEngine.create_data`): the store learns the length, type, key
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- creation ------------------------------------------------------------------
@@ -128,9 +128,6 @@ class Concatenator:
             raise RuntimeError("upload id collision")
         await self.create_data(upload, choice or DataChoice())
         return upload
-
-    async def _create_data(self, upload: Upload, choice: DataChoice) -> None:
-        await self.data.create(upload.id, upload.length, key=choice.key, metadata=choice.metadata)
 
     def _part_id(self, url: str) -> str:
         part_id = upload_id_from_url(url, self.config)

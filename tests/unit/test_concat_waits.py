@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import fakeredis
 import pytest
@@ -17,6 +18,7 @@ import redis.exceptions
 
 from tusd_py.concat import Concatenator
 from tusd_py.config import Config
+from tusd_py.hooks.answers import DataChoice
 from tusd_py.locks.memory import MemoryLocker
 from tusd_py.state.base import StateStore, Upload
 from tusd_py.state.redis import RedisStateStore
@@ -53,7 +55,7 @@ async def setup(store: StateStore, tmp_path: Path) -> tuple[Concatenator, FileSt
     async def on_complete(upload: Upload) -> None:
         assembled.append(upload)
 
-    concat = Concatenator(Config(data_dir=tmp_path / "data"), store, data, MemoryLocker(), on_complete=on_complete)
+    concat = Concatenator(Config(data_dir=tmp_path / "data"), store, data, MemoryLocker(), on_complete=on_complete, create_data=_create_data(data))
     part_ids = [f"part{i:03d}" for i in range(PARTS)]
     for part_id in part_ids:
         assert await store.create(Upload(id=part_id, length=1, created=time.time(), concat="partial", partial=True))
@@ -116,7 +118,7 @@ async def test_a_part_gone_settles_its_waits_and_drops_the_finals(store: StateSt
 
 async def test_waits_on_parts_finished_before_the_final_are_settled_at_creation(store: StateStore, tmp_path: Path) -> None:
     data = FileStore(tmp_path / "data")
-    concat = Concatenator(Config(data_dir=tmp_path / "data"), store, data, MemoryLocker(), on_complete=_ignore)
+    concat = Concatenator(Config(data_dir=tmp_path / "data"), store, data, MemoryLocker(), on_complete=_ignore, create_data=_create_data(data))
     assert await store.create(Upload(id="done", length=1, offset=1, state="finished", created=time.time(), partial=True))
     assert await store.create(Upload(id="open", length=1, created=time.time(), partial=True))
     assert await store.create(Upload(id="late", length=None, created=time.time(), partial=True))  # deferred
@@ -177,3 +179,12 @@ async def test_a_cluster_settle_left_owed_by_a_crash_is_paid_by_the_sweep(store:
 
 async def _ignore(upload: Upload) -> None:
     return None
+
+
+def _create_data(data: FileStore) -> Callable[[Upload, DataChoice], Awaitable[None]]:
+    """What the engine gives the Concatenator (`UploadEngine.create_data`), for a Concatenator built alone."""
+
+    async def create(upload: Upload, choice: DataChoice) -> None:
+        await data.create(upload.id, upload.length, key=choice.key, metadata=choice.metadata)
+
+    return create
