@@ -104,7 +104,7 @@ class RedisLease:
         ttl: float,
         margin: float,
     ) -> None:
-        self.fence = RedisFence(key, token, self)
+        self.key, self.token = key, token
         self.valid_until = valid_until  # time.monotonic() deadline
         self.renew_at = valid_until + margin - ttl / 2  # time.monotonic() when the next renewal is due
         self.ttl, self.margin = ttl, margin
@@ -115,6 +115,13 @@ class RedisLease:
         self.released = False  # let go of by a commit (`let_go_by_commit`): nothing left to release
         self.announced = False  # that commit published `released <id>` too
         self._channel, self._message, self._publish = channel, message, publish
+
+    @property
+    def fence(self) -> RedisFence:
+        # Made when asked, not kept: a fence kept here would refer back to its lease, and that
+        # cycle made each hold (its release callback, the body reader, the request) garbage
+        # for the cyclic collector instead of being freed when the hold ends.
+        return RedisFence(self.key, self.token, self)
 
     def valid(self) -> bool:
         return time.monotonic() < self.valid_until
@@ -373,7 +380,7 @@ class RedisLocker:
                 continue  # a commit may have pushed `renew_at` back while this slept
             sent = time.monotonic()
             try:
-                renewed = await self._renew(keys=[lease.fence.key], args=[lease.fence.token, ttl_ms])
+                renewed = await self._renew(keys=[lease.key], args=[lease.token, ttl_ms])
             except RedisError:
                 renewed = None  # unknown: the lease still runs out at valid_until
             if renewed:
