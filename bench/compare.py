@@ -7,6 +7,7 @@
     bench/compare --servers tusd-py-s3,tus-node-s3,s3-raw --workloads single,parallel --size-mib 512 --reps 5   # S3
     bench/compare --servers tusd-py,tusd-py-redis,tus-node --workloads held-open --no-warmup   # 1,000 slow uploads held open
     bench/compare --servers tusd-py,tusd-py-redis --workloads prefilled,small --no-warmup     # a store of 100,000 unfinished
+    bench/compare --baseline ../before --servers tusd-py,tusd-py-base,bare-tuned --workloads small   # a change, before and after
 
 Peers (installed on first use into --peers-dir, outside the repository):
   tus-node     @tus/server + @tus/file-store (npm), bench/peers/tus_node_server.mjs
@@ -109,10 +110,12 @@ def _clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(drop)}
 
 
-def _tusd(redis: bool, s3: bool = False) -> Callable[[int, Path, Context], Launch]:
+def _tusd(redis: bool, s3: bool = False, tree: Path = ROOT) -> Callable[[int, Path, Context], Launch]:
+    """tusd-py from `tree` (this checkout, or another one's with `--baseline`)."""
+
     def launch(port: int, data: Path, ctx: Context) -> Launch:
         argv = [sys.executable, "-m", "tusd_py", "--port", str(port), "--dir", str(data), "--log-level", "warning", "--no-ui"]
-        env = {"PYTHONPATH": str(ROOT)}
+        env = {"PYTHONPATH": str(tree)}
         if redis:
             assert ctx.redis_url
             argv += ["--redis-url", ctx.redis_url]
@@ -120,7 +123,7 @@ def _tusd(redis: bool, s3: bool = False) -> Callable[[int, Path, Context], Launc
             assert ctx.s3
             argv += ["--s3-bucket", data.name, "--s3-endpoint", ctx.s3.server.endpoint, "--s3-region", S3_REGION, "--s3-path-style"]
             env.update(S3_CREDENTIALS)
-        return Launch(argv + ctx.tusd_flags, env)
+        return Launch(argv + ctx.tusd_flags, env, cwd=tree)
 
     return launch
 
@@ -984,7 +987,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write every single result here")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the unmeasured first run")
     parser.add_argument("--seed", type=int, default=None, help="shuffle the server order with this seed instead of rotating it")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, metavar="DIR",
+        help="also run the tusd-py of this checkout (before a change), interleaved: servers tusd-py-base and tusd-py-redis-base",
+    )
     args = parser.parse_args()
+    if args.baseline is not None:
+        if not (args.baseline / "tusd_py" / "__main__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no tusd_py there")
+        tree = args.baseline.resolve()
+        for name, redis in (("tusd-py-base", False), ("tusd-py-redis-base", True)):
+            label = f"{SERVERS[name.removesuffix('-base')].label[:-1]}, baseline)"
+            SERVERS[name] = ServerKind(name, label, _tusd(redis, tree=tree), uses_redis=redis, default=False)
 
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
