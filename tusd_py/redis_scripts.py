@@ -108,7 +108,8 @@ class Scripts:
     async def _exchange(self, connection: AbstractConnection, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA (EVAL when the script is not cached) [+ WAIT] on one connection: one round trip."""
         wait = self._wait if script.durable else b""
-        await connection.connect()  # type: ignore[no-untyped-call]  # nothing to do when connected
+        if not connection.is_connected:  # redis-py's connect() checks it too, behind its retry wrapper
+            await connection.connect()  # type: ignore[no-untyped-call]
         await connection.send_packed_command(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)) + wait, False)
         try:
             reply = await connection.read_response()
