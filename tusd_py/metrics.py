@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -52,6 +53,9 @@ class Metrics:
         self.hook_dropped_events = Counter(
             "tusd_py_hook_events_dropped", "Progress notifications dropped because their queue was full", ["event", "transport"], registry=registry
         )
+        # The collector's passes (python_gc_collections_total, by generation): small uploads should
+        # cause almost none (collector.py). Not in multiprocess mode, which has no per-process families.
+        GCCollector(registry=registry)
 
     # -- for hooks (see hooks.base.HookMetrics) --------------------------------------
 

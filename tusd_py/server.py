@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import uvicorn
 
+from tusd_py import collector
 from tusd_py.app import create_app
 from tusd_py.compat import HttpToolsBase, allow_interim, collect_body_chunks
 from tusd_py.interim import INFORMATIONAL, interim_response
@@ -209,6 +210,7 @@ def uvicorn_config(app: Any, config: Any) -> uvicorn.Config:
 def _serve_one(config: Any, sockets: list[socket.socket] | None = None) -> None:
     """One process: build the app, serve it until SIGINT/SIGTERM, stop gracefully."""
     app = create_app(config)  # here: each worker process builds its own
+    collector.settle()  # after start-up: its objects frozen, passes only for real garbage (collector.py)
     GracefulServer(uvicorn_config(app, config), on_exit=app.state.engine.shutdown).run(sockets=sockets)
 
 

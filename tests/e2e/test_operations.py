@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +62,26 @@ def test_metrics_move_as_uploads_run(make_server) -> None:
     assert moved("tusd_py_hook_failures_total", event="pre-create", transport="module") == 0
     # The operational endpoints are not counted as requests.
     assert not [key for key in after if key[0] == "tusd_py_requests_total" and ("method", "GET") in key[1]]
+
+
+def test_small_uploads_at_concurrency_make_no_collector_passes(make_server) -> None:
+    """Requests free what they make by reference counting, and the collector's first threshold is
+    above what the requests in flight hold (collector.py): the passes these uploads made cost
+    60-120 us of each one's CPU before (docs/performance.md, round 5)."""
+    server = make_server()
+    before = scrape(server)
+
+    def uploads(_: int) -> None:
+        for _ in range(25):
+            url = create(server.url, 65536)
+            assert patch(url, 0, bytes(65536)).status_code == 204
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(uploads, range(16)))
+    after = scrape(server)
+    passes = {gen: value(after, "python_gc_collections_total", generation=gen) - value(before, "python_gc_collections_total", generation=gen) for gen in "012"}
+    assert value(after, "tusd_py_uploads_finished_total") - value(before, "tusd_py_uploads_finished_total") == 400
+    assert passes["0"] <= 1 and passes["2"] == 0, passes  # before: 3 (embedded) and 17 (Redis) first-generation passes
 
 
 def test_hook_failures_are_counted(make_server) -> None:
