@@ -68,7 +68,7 @@ async def test_calls_of_one_loop_iteration_commit_together_and_each_caller_gets_
         assert answers[3] is not None and answers[3].id == "u2" and answers[3].length == 10
         assert answers[4] is None
         assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1  # five calls, one transaction
-        assert statements.count("SAVEPOINT call") == 5
+        assert statements.count("SAVEPOINT atomic") == 5
         assert commits_when_answered == [1, 1, 1]  # nobody heard before the COMMIT
         assert ids_in_file(path) == {"u1", "u2"}
         # One after the other, each call is its own batch.
@@ -147,6 +147,27 @@ async def test_a_failed_commit_fails_every_call_of_its_batch_and_the_next_batch_
         await store.close()
 
 
+async def test_on_a_read_only_database_writes_fail_as_state_unavailable_and_reads_of_the_batch_still_answer(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = LocalStateStore(path)
+    try:
+        assert await store.create(Upload(id="u1", length=1))
+        await store.get("u1")  # the record just created is read once from memory
+        db = store._connect()
+        db.execute("PRAGMA query_only = 1")  # every write now fails with SQLITE_READONLY
+        answers = await asyncio.gather(
+            store.create(Upload(id="u2", length=1)), store.get("u1"), store.declare_length("u1", 5), return_exceptions=True
+        )
+        assert isinstance(answers[0], StateUnavailable) and "read-only" in str(answers[0])
+        assert getattr(answers[1], "id", None) == "u1"
+        assert isinstance(answers[2], StateUnavailable)
+        db.execute("PRAGMA query_only = 0")
+        assert await store.create(Upload(id="u2", length=1))
+        assert ids_in_file(path) == {"u1", "u2"}
+    finally:
+        await store.close()
+
+
 async def test_a_full_disk_at_commit_gives_up_the_reserve_then_fails_the_batch_and_recovers(small_disk: Path) -> None:  # noqa: F811
     path = small_disk / "state.sqlite3"
     store = LocalStateStore(path)
@@ -184,7 +205,7 @@ async def test_with_fsync_calls_that_wait_for_the_thread_commit_together(tmp_pat
         await asyncio.sleep(0)  # the first batch is on the thread now; these wait for it
         rest = await asyncio.gather(*(store.create(Upload(id=f"u{index}", length=1)) for index in range(10)))
         assert await first and rest == [True] * 10
-        assert statements.count("SAVEPOINT call") == 11
+        assert statements.count("SAVEPOINT atomic") == 11
         assert 1 <= statements.count("COMMIT") <= 3  # one (or two, if the thread was quick) for the ten
         assert ids_in_file(path) == {"first"} | {f"u{index}" for index in range(10)}
     finally:

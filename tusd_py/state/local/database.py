@@ -69,16 +69,17 @@ RESERVE_RETRY_SECONDS = 60.0
 
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """Several statements of one call as one: a savepoint nested in the call's own (see `_run_call`)."""
-    db.execute("SAVEPOINT statements")
+    """Statements as one: a savepoint. Each call of a batch runs in one (`_run_call`); a call's
+    `with transaction(db)` nests another in it."""
+    db.execute("SAVEPOINT atomic")
     try:
         yield
     except BaseException:
         if db.in_transaction:  # not when SQLite itself ended the transaction (an I/O error)
-            db.execute("ROLLBACK TO statements")
-            db.execute("RELEASE statements")
+            db.execute("ROLLBACK TO atomic")
+            db.execute("RELEASE atomic")
         raise
-    db.execute("RELEASE statements")
+    db.execute("RELEASE atomic")
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -101,14 +102,17 @@ def _unavailable(exc: OSError) -> StateUnavailable:
 
 def _failed(exc: BaseException, count: int) -> list[Outcome]:
     """A batch that failed as a whole (BEGIN or COMMIT, or SQLite ended its transaction): each
-    of its calls fails with StateUnavailable, its own exception (the same to each caller would
-    collect the tracebacks of all)."""
-    if not isinstance(exc, StateUnavailable):
+    of its calls fails with StateUnavailable, each with its own (one shared by all callers
+    would collect the tracebacks of all)."""
+    if isinstance(exc, StateUnavailable):
+        message, cause = str(exc), exc.__cause__
+    else:
         logger.error("state database: a batch failed", exc_info=exc)
+        message, cause = f"state database: {exc}", exc
     outcomes: list[Outcome] = []
     for _ in range(count):
-        error = StateUnavailable(*exc.args) if isinstance(exc, StateUnavailable) else StateUnavailable(f"state database: {exc}")
-        error.__cause__ = exc.__cause__ if isinstance(exc, StateUnavailable) else exc
+        error = StateUnavailable(message)
+        error.__cause__ = cause
         outcomes.append((False, error))
     return outcomes
 
@@ -223,18 +227,18 @@ class SqliteDatabase:
 
     @staticmethod
     def _run_call(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Outcome:
-        db.execute("SAVEPOINT call")
         try:
-            result = fn(db)
+            with transaction(db):
+                return True, fn(db)
         except Exception as exc:
             error = _os_error(exc)
             if not db.in_transaction or (error is not None and error.errno == errno.ENOSPC):
                 raise  # the whole batch: SQLite ended the transaction, or the disk is full (`_call`)
-            db.execute("ROLLBACK TO call")
-            db.execute("RELEASE call")
-            return False, exc if error is None else _unavailable(error)
-        db.execute("RELEASE call")
-        return True, result
+            if error is None:
+                return False, exc
+            unavailable = _unavailable(error)
+            unavailable.__cause__ = exc
+            return False, unavailable
 
     def _start_checkpoint(self) -> None:
         self._writes = 0
