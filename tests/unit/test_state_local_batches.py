@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 
@@ -15,6 +15,15 @@ from tusd_py.state.base import StateUnavailable, Upload
 from tusd_py.state.local import LocalStateStore, database
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[LocalStateStore]:
+    """An embedded store, its database made (at `local.path`)."""
+    store = LocalStateStore(tmp_path / "state.sqlite3")
+    await store.ping()
+    yield store
+    await store.close()
 
 
 class Statements:
@@ -49,123 +58,95 @@ def insert_then_fail(upload_id: str, *, nested: bool) -> Any:
     return run
 
 
-async def test_calls_of_one_loop_iteration_commit_together_and_each_caller_gets_its_own_answer(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = LocalStateStore(path)
-    try:
-        await store.ping()
-        statements = Statements(store)
-        commits_when_answered: list[int] = []
+async def test_calls_of_one_loop_iteration_commit_together_and_each_caller_gets_its_own_answer(local: LocalStateStore) -> None:
+    statements = Statements(local)
+    commits_when_answered: list[int] = []
 
-        async def create(upload_id: str) -> bool:
-            created = await store.create(Upload(id=upload_id, length=10))
-            commits_when_answered.append(statements.count("COMMIT"))
-            return created
+    async def create(upload_id: str) -> bool:
+        created = await local.create(Upload(id=upload_id, length=10))
+        commits_when_answered.append(statements.count("COMMIT"))
+        return created
 
-        # u1 twice: the second INSERT sees the first (OR IGNORE). The read sees u2 of the same batch.
-        answers = await asyncio.gather(create("u1"), create("u2"), create("u1"), store.get("u2"), store.get("nope"))
-        assert answers[:3] == [True, True, False]
-        assert answers[3] is not None and answers[3].id == "u2" and answers[3].length == 10
-        assert answers[4] is None
-        assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1  # five calls, one transaction
-        assert statements.count("SAVEPOINT atomic") == 5
-        assert commits_when_answered == [1, 1, 1]  # nobody heard before the COMMIT
-        assert ids_in_file(path) == {"u1", "u2"}
-        # One after the other, each call is its own batch.
-        await store.create(Upload(id="u3", length=1))
-        await store.create(Upload(id="u4", length=1))
-        assert statements.count("COMMIT") == 3
-    finally:
-        await store.close()
+    # u1 twice: the second INSERT sees the first (OR IGNORE). The read sees u2 of the same batch.
+    answers = await asyncio.gather(create("u1"), create("u2"), create("u1"), local.get("u2"), local.get("nope"))
+    assert answers[:3] == [True, True, False]
+    assert answers[3] is not None and answers[3].id == "u2" and answers[3].length == 10
+    assert answers[4] is None
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1  # five calls, one transaction
+    assert statements.count("SAVEPOINT atomic") == 5
+    assert commits_when_answered == [1, 1, 1]  # nobody heard before the COMMIT
+    assert ids_in_file(local.path) == {"u1", "u2"}
+    # One after the other, each call is its own batch.
+    await local.create(Upload(id="u3", length=1))
+    await local.create(Upload(id="u4", length=1))
+    assert statements.count("COMMIT") == 3
 
 
-async def test_a_batch_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_batch_is_bounded(local: LocalStateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(database, "BATCH_MAX", 4)
-    store = LocalStateStore(tmp_path / "state.sqlite3")
-    try:
-        await store.ping()
-        statements = Statements(store)
-        created = await asyncio.gather(*(store.create(Upload(id=f"u{index}", length=1)) for index in range(10)))
-        assert created == [True] * 10
-        assert statements.count("COMMIT") == 3  # 4 + 4 + 2
-        order = [seen for seen in statements.seen if seen.startswith("INSERT")]
-        assert [f"'u{index}'" in seen for index, seen in enumerate(order)] == [True] * 10  # in the order of the calls
-    finally:
-        await store.close()
+    statements = Statements(local)
+    created = await asyncio.gather(*(local.create(Upload(id=f"u{index}", length=1)) for index in range(10)))
+    assert created == [True] * 10
+    assert statements.count("COMMIT") == 3  # 4 + 4 + 2
+    order = [seen for seen in statements.seen if seen.startswith("INSERT")]
+    assert [f"'u{index}'" in seen for index, seen in enumerate(order)] == [True] * 10  # in the order of the calls
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["statement", "transaction"])
-async def test_a_failing_call_takes_back_only_its_own_writes_and_fails_only_its_caller(tmp_path: Path, nested: bool) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = LocalStateStore(path)
-    try:
-        await store.ping()
-        statements = Statements(store)
-        answers = await asyncio.gather(
-            store.create(Upload(id="before", length=1)),
-            store._run(insert_then_fail("failing", nested=nested)),
-            store.create(Upload(id="after", length=1)),
-            store.get("failing"),
-            return_exceptions=True,
-        )
-        assert answers[0] is True and answers[2] is True and answers[3] is None
-        assert isinstance(answers[1], ValueError) and answers[1].args == ("failing",)
-        assert statements.count("COMMIT") == 1
-        assert ids_in_file(path) == {"before", "after"}
-    finally:
-        await store.close()
+async def test_a_failing_call_takes_back_only_its_own_writes_and_fails_only_its_caller(local: LocalStateStore, nested: bool) -> None:
+    statements = Statements(local)
+    answers = await asyncio.gather(
+        local.create(Upload(id="before", length=1)),
+        local._run(insert_then_fail("failing", nested=nested)),
+        local.create(Upload(id="after", length=1)),
+        local.get("failing"),
+        return_exceptions=True,
+    )
+    assert answers[0] is True and answers[2] is True and answers[3] is None
+    assert isinstance(answers[1], ValueError) and answers[1].args == ("failing",)
+    assert statements.count("COMMIT") == 1
+    assert ids_in_file(local.path) == {"before", "after"}
 
 
-async def test_a_failed_commit_fails_every_call_of_its_batch_and_the_next_batch_works(tmp_path: Path) -> None:
+async def test_a_failed_commit_fails_every_call_of_its_batch_and_the_next_batch_works(local: LocalStateStore) -> None:
     """COMMIT fails on a deferred foreign key that one call of the batch leaves dangling."""
-    path = tmp_path / "state.sqlite3"
-    store = LocalStateStore(path)
-    try:
-        await store.ping()
-        db = store._connect()
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("CREATE TABLE dangling (upload TEXT REFERENCES uploads (id) DEFERRABLE INITIALLY DEFERRED)")
+    db = local._connect()
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("CREATE TABLE dangling (upload TEXT REFERENCES uploads (id) DEFERRABLE INITIALLY DEFERRED)")
 
-        def dangle(db: sqlite3.Connection) -> bool:
-            db.execute("INSERT INTO dangling VALUES ('no such upload')")  # checked only at COMMIT
-            return True
+    def dangle(db: sqlite3.Connection) -> bool:
+        db.execute("INSERT INTO dangling VALUES ('no such upload')")  # checked only at COMMIT
+        return True
 
-        answers = await asyncio.gather(
-            store.create(Upload(id="u1", length=1)),
-            store._run(dangle),
-            store.create(Upload(id="u2", length=1)),
-            return_exceptions=True,
-        )
-        assert all(isinstance(answer, StateUnavailable) for answer in answers), answers
-        assert len({id(answer) for answer in answers}) == 3  # each caller its own exception
-        assert ids_in_file(path) == set()
-        assert not db.in_transaction
-        created, got = await asyncio.gather(store.create(Upload(id="u1", length=1)), store.get("u1"))
-        assert created is True and got is not None and got.id == "u1"
-        assert ids_in_file(path) == {"u1"}
-    finally:
-        await store.close()
+    answers = await asyncio.gather(
+        local.create(Upload(id="u1", length=1)),
+        local._run(dangle),
+        local.create(Upload(id="u2", length=1)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(answer, StateUnavailable) for answer in answers), answers
+    assert len({id(answer) for answer in answers}) == 3  # each caller its own exception
+    assert ids_in_file(local.path) == set()
+    assert not db.in_transaction
+    created, got = await asyncio.gather(local.create(Upload(id="u1", length=1)), local.get("u1"))
+    assert created is True and got is not None and got.id == "u1"
+    assert ids_in_file(local.path) == {"u1"}
 
 
-async def test_on_a_read_only_database_writes_fail_as_state_unavailable_and_reads_of_the_batch_still_answer(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = LocalStateStore(path)
-    try:
-        assert await store.create(Upload(id="u1", length=1))
-        await store.get("u1")  # the record just created is read once from memory
-        db = store._connect()
-        db.execute("PRAGMA query_only = 1")  # every write now fails with SQLITE_READONLY
-        answers = await asyncio.gather(
-            store.create(Upload(id="u2", length=1)), store.get("u1"), store.declare_length("u1", 5), return_exceptions=True
-        )
-        assert isinstance(answers[0], StateUnavailable) and "read-only" in str(answers[0])
-        assert getattr(answers[1], "id", None) == "u1"
-        assert isinstance(answers[2], StateUnavailable)
-        db.execute("PRAGMA query_only = 0")
-        assert await store.create(Upload(id="u2", length=1))
-        assert ids_in_file(path) == {"u1", "u2"}
-    finally:
-        await store.close()
+async def test_on_a_read_only_database_writes_fail_as_state_unavailable_and_reads_of_the_batch_still_answer(local: LocalStateStore) -> None:
+    assert await local.create(Upload(id="u1", length=1))
+    await local.get("u1")  # the record just created is read once from memory
+    db = local._connect()
+    db.execute("PRAGMA query_only = 1")  # every write now fails with SQLITE_READONLY
+    answers = await asyncio.gather(
+        local.create(Upload(id="u2", length=1)), local.get("u1"), local.declare_length("u1", 5), return_exceptions=True
+    )
+    assert isinstance(answers[0], StateUnavailable) and "read-only" in str(answers[0])
+    assert getattr(answers[1], "id", None) == "u1"
+    assert isinstance(answers[2], StateUnavailable)
+    db.execute("PRAGMA query_only = 0")
+    assert await local.create(Upload(id="u2", length=1))
+    assert ids_in_file(local.path) == {"u1", "u2"}
 
 
 async def test_a_full_disk_at_commit_gives_up_the_reserve_then_fails_the_batch_and_recovers(small_disk: Path) -> None:  # noqa: F811
@@ -212,17 +193,11 @@ async def test_with_fsync_calls_that_wait_for_the_thread_commit_together(tmp_pat
         await store.close()
 
 
-async def test_a_cancelled_caller_before_its_batch_ran_makes_no_call(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = LocalStateStore(path)
-    try:
-        await store.ping()
-        cancelled = asyncio.ensure_future(store.create(Upload(id="cancelled", length=1)))
-        kept = asyncio.ensure_future(store.create(Upload(id="kept", length=1)))
-        await asyncio.sleep(0)  # both wait for the flush now
-        cancelled.cancel()
-        assert await kept
-        assert cancelled.cancelled()
-        assert ids_in_file(path) == {"kept"}
-    finally:
-        await store.close()
+async def test_a_cancelled_caller_before_its_batch_ran_makes_no_call(local: LocalStateStore) -> None:
+    cancelled = asyncio.ensure_future(local.create(Upload(id="cancelled", length=1)))
+    kept = asyncio.ensure_future(local.create(Upload(id="kept", length=1)))
+    await asyncio.sleep(0)  # both wait for the flush now
+    cancelled.cancel()
+    assert await kept
+    assert cancelled.cancelled()
+    assert ids_in_file(local.path) == {"kept"}
