@@ -1,10 +1,11 @@
 """The embedded state store: SQLite in the data directory.
 
 Needs no server, survives restarts and crashes (WAL journal), and serves one
-instance. `database.py` runs the statements (on the loop or its own thread, WAL
-checkpoints, a full disk, errors as StateUnavailable), `schema.py` holds the
-tables and an upload as a row, `records.py` records, offsets, claims, lengths and
-expiry, `finals.py` concatenation's waits.
+instance. `database.py` runs the statements (in batches, one transaction each, on
+the loop or its own thread, WAL checkpoints, a full disk, errors as
+StateUnavailable), `schema.py` holds the tables and an upload as a row,
+`records.py` records, offsets, claims, lengths and expiry, `finals.py`
+concatenation's waits.
 """
 
 from __future__ import annotations
