@@ -146,8 +146,9 @@ def allow_interim(protocol: HttpToolsProtocol, message_type: str, head: Callable
         return
     # The wrapper lives on the cycle, so it must not hold the cycle itself (nor its bound
     # `send`): that cycle of references made every request's cycle, scope and headers
-    # garbage that only the cyclic collector frees, ~10 % of a small upload's CPU. It
-    # holds a weak reference and calls the class's `send`; the running app holds the cycle.
+    # garbage that only the cyclic collector frees (its passes cost ~60 us of a small
+    # upload's CPU: docs/performance.md, round 5). It holds a weak reference and calls
+    # the class's `send`; the running app holds the cycle.
     this = weakref.ref(cycle)
     send = type(cycle).send
 

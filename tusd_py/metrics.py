@@ -54,7 +54,7 @@ class Metrics:
             "tusd_py_hook_events_dropped", "Progress notifications dropped because their queue was full", ["event", "transport"], registry=registry
         )
         # The collector's passes (python_gc_collections_total, by generation): small uploads should
-        # cause almost none (collector.py). Not in multiprocess mode, which has no per-process families.
+        # cause almost none (collector.py). In multiprocess mode /metrics shows only the shared values.
         GCCollector(registry=registry)
 
     # -- for hooks (see hooks.base.HookMetrics) --------------------------------------
