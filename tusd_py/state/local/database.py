@@ -88,11 +88,11 @@ def _os_error(exc: BaseException) -> OSError | None:
         return None
     primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # extended code -> primary
     if primary == sqlite3.SQLITE_FULL:
-        return OSError(errno.ENOSPC, "state database: disk full")
+        return OSError(errno.ENOSPC, "disk full")
     if primary == sqlite3.SQLITE_READONLY:
-        return OSError(errno.EROFS, "state database: read-only")
+        return OSError(errno.EROFS, "read-only")
     if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
-        return OSError(errno.EIO, "state database: I/O error")
+        return OSError(errno.EIO, "I/O error")
     return None
 
 
