@@ -30,7 +30,8 @@ from tusd_py.concat import ConcatData, Concatenator, ConcatState
 from tusd_py.config import Config
 from tusd_py.download import content_type
 from tusd_py.hooks.answers import DataChoice
-from tusd_py.hooks.base import AUTHORIZE, Hooks
+from tusd_py.hooks.base import Hooks
+from tusd_py.hooks.events import AUTHORIZE
 from tusd_py.locks.base import Lock, Locker, LockLost, LockTimeout
 from tusd_py.metrics import Metrics
 from tusd_py.state.base import (

@@ -23,7 +23,8 @@ from tusd_py.body import BodyReader
 from tusd_py.checksum import Hasher
 from tusd_py.config import Config
 from tusd_py.errors import storage_error
-from tusd_py.hooks.base import POST_RECEIVE, Hooks
+from tusd_py.hooks.base import Hooks
+from tusd_py.hooks.events import POST_RECEIVE
 from tusd_py.locks.base import Lock
 from tusd_py.metrics import Metrics
 from tusd_py.state.base import FINISHED, Upload

@@ -37,11 +37,11 @@ from tusd_py import protocol as p
 from tusd_py.hooks.answers import DataChoice, HookResponse, HookTimeout, Reject, rejection
 from tusd_py.hooks.capacity import HookCapacity, HooksBusy
 from tusd_py.hooks.events import (
-    AUTHORIZE as AUTHORIZE,  # re-exported: engine.py imports AUTHORIZE and POST_RECEIVE from here
+    AUTHORIZE,
     EVENTS,
     POST_CREATE,
     POST_FINISH,
-    POST_RECEIVE as POST_RECEIVE,
+    POST_RECEIVE,
     POST_TERMINATE,
     PRE_CREATE,
     PRE_FINISH,
